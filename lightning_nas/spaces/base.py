@@ -21,6 +21,13 @@ import torch
 from torch import nn
 
 
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except OSError:  # e.g. a long architecture string is not a valid file name
+        return False
+
+
 class ArchError(ValueError):
     """An architecture (string, JSON or value) that is malformed or not in the space.
 
@@ -259,6 +266,8 @@ class SearchSpace(ABC):
                 f"load one written by a {self.name!r} search or pick a {self.name!r} preset"
             )
         self.check(arch)
+        if getattr(self, "_counting", False):  # build() inside count_params: no recursion
+            return arch
         limits = self.constraints
         if limits.max_layers is not None and self.depth(arch) > limits.max_layers:
             raise ArchError(
@@ -276,8 +285,12 @@ class SearchSpace(ABC):
 
     def count_params(self, arch: Arch, **build_kwargs: Any) -> int:
         """Trainable parameters of ``build(arch)``, counted on the meta device (no memory)."""
-        with torch.device("meta"):
-            net = self.build(arch, **build_kwargs)
+        self._counting = True
+        try:
+            with torch.device("meta"):
+                net = self.build(arch, **build_kwargs)
+        finally:
+            self._counting = False
         return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
     def load(self, source: str | Path | Arch) -> Arch:
@@ -288,9 +301,8 @@ class SearchSpace(ABC):
         presets = getattr(self, "presets", {})
         if text in presets:
             return self.validate(presets[text])
-        path = Path(text)
-        if text.endswith(".json") or path.is_file():
-            return self.validate(Arch.load(path))
+        if text.endswith(".json") or _is_file(text):
+            return self.validate(Arch.load(text))
         try:
             return self.validate(self.parse(text))
         except ArchError as err:

@@ -1,0 +1,143 @@
+"""DARTS strategy end to end with a real Trainer on tiny synthetic data."""
+
+import json
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from lightning_nas.data import SyntheticDataModule
+from lightning_nas.spaces.base import Arch
+from lightning_nas.spaces.darts import DartsSpace
+from lightning_nas.strategies.darts import DartsSearch
+
+
+def tiny_data(**kwargs) -> SyntheticDataModule:
+    options = dict(num_classes=4, in_channels=3, image_size=8, train_size=64, test_size=16,
+                   batch_size=16, search=True, seed=0)
+    return SyntheticDataModule(**{**options, **kwargs})
+
+
+def tiny_search(**kwargs) -> DartsSearch:
+    options = dict(num_classes=4, in_channels=3, channels=4, layers=3, seed=0,
+                   checkpoint_edges=False, channels_last=False)
+    return DartsSearch(**{**options, **kwargs})
+
+
+def trainer(tmp_path, epochs, **kwargs) -> L.Trainer:
+    options = dict(max_epochs=epochs, default_root_dir=tmp_path, logger=False,
+                   enable_progress_bar=False, enable_model_summary=False,
+                   callbacks=[ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True,
+                                              save_top_k=1)])
+    return L.Trainer(**{**options, **kwargs})
+
+
+class StopAfter(Callback):
+    """Simulates a killed run: stop cleanly at the end of epoch ``k``."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_search_moves_alphas_and_writes_arch_json(tmp_path, order):
+    model = tiny_search(order=order)
+    start = [a.detach().clone() for a in model.alphas]
+    trainer(tmp_path, 2).fit(model, tiny_data())
+    moved = sum((a.detach() - s).abs().sum().item() for a, s in zip(model.alphas, start))
+    assert moved > 1e-3
+    arch = Arch.load(tmp_path / "arch.json")
+    assert arch == model.current_arch()
+    DartsSpace().validate(arch)
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1]
+    probs = torch.tensor(history[-1]["alphas"]["normal"])
+    assert probs.shape == (14, 8)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(14))
+    assert "val/acc" in history[-1]
+
+
+def test_warmup_epochs_leave_alphas_untouched(tmp_path):
+    model = tiny_search(warmup_epochs=1)
+    start = [a.detach().clone() for a in model.alphas]
+    trainer(tmp_path, 1).fit(model, tiny_data())
+    assert all(torch.equal(a, s) for a, s in zip(model.alphas, start))
+
+
+def test_search_learns_above_chance(tmp_path):
+    model = tiny_search()
+    data = tiny_data(train_size=128)
+    t = trainer(tmp_path, 4)
+    t.fit(model, data)
+    assert t.callback_metrics["val/acc"] > 0.5  # 4 classes: chance is 0.25
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_resumed_search_equals_uninterrupted_search(tmp_path, order):
+    augmented = dict(crop_padding=1, hflip=True)  # augmentation randomness must replay too
+    full = tiny_search(order=order)
+    trainer(tmp_path / "full", 3).fit(full, tiny_data(**augmented))
+
+    first = tiny_search(order=order)
+    trainer(tmp_path / "part", 3, callbacks=[
+        StopAfter(0), ModelCheckpoint(dirpath=tmp_path / "part" / "checkpoints", save_last=True,
+                                      save_top_k=1)]).fit(first, tiny_data(**augmented))
+    assert not torch.equal(first.alpha_normal, full.alpha_normal)  # really stopped early
+    resumed = tiny_search(order=order)
+    trainer(tmp_path / "part", 3).fit(resumed, tiny_data(**augmented),
+                                      ckpt_path=tmp_path / "part" / "checkpoints" / "last.ckpt")
+    for a, b in zip(resumed.alphas, full.alphas):
+        assert torch.equal(a, b)
+    assert resumed.current_arch() == full.current_arch()
+    for (name, p), q in zip(resumed.supernet.named_parameters(), full.supernet.parameters()):
+        assert torch.equal(p, q), name
+    history = (tmp_path / "part" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(h)["epoch"] for h in history] == [0, 1, 2]
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_earlier_files(tmp_path):
+    class PoisonAfterFirstEpoch(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                with torch.no_grad():
+                    pl_module.supernet.classifier.weight.fill_(float("nan"))
+
+    model = tiny_search()
+    t = trainer(tmp_path, 3, callbacks=[PoisonAfterFirstEpoch(), ModelCheckpoint(
+        dirpath=tmp_path / "checkpoints", save_last=True, save_top_k=1)])
+    with pytest.raises(FloatingPointError, match=r"non-finite .* at epoch 1, step \d+: lower"):
+        t.fit(model, tiny_data())
+    arch = Arch.load(tmp_path / "arch.json")  # written after epoch 0, still valid
+    DartsSpace().validate(arch)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["epoch"] == 0
+    assert torch.isfinite(checkpoint["state_dict"]["supernet.classifier.weight"]).all()
+
+
+def test_unpaired_batches_get_a_clear_error(tmp_path):
+    with pytest.raises(TypeError, match="search=True"):
+        trainer(tmp_path, 1).fit(tiny_search(), tiny_data(search=False))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"order": 3}, "order must be 1"),
+    ({"layers": 2}, "layers must be >= 3"),
+    ({"hessian_epsilon": 0}, "hessian_epsilon must be positive"),
+])
+def test_bad_hyperparameters_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_search(**kwargs)
+
+
+def test_same_seed_same_initial_alphas_regardless_of_global_rng():
+    torch.manual_seed(123)
+    a = tiny_search(seed=7)
+    torch.manual_seed(456)
+    b = tiny_search(seed=7)
+    assert torch.equal(a.alpha_normal, b.alpha_normal)
+    assert not torch.equal(a.alpha_normal, tiny_search(seed=8).alpha_normal)
