@@ -318,8 +318,8 @@ class NB201Supernet(_Body):
         super().__init__(lambda c: NB201SearchCell(c, affine, track_running_stats),
                          num_classes=num_classes, channels=channels,
                          cells_per_stage=cells_per_stage, in_channels=in_channels)
-        self.build_options = dict(num_classes=num_classes, channels=channels,
-                                  cells_per_stage=cells_per_stage, in_channels=in_channels)
+        self.build_options = {"num_classes": num_classes, "channels": channels,
+                              "cells_per_stage": cells_per_stage, "in_channels": in_channels}
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         if weights.shape != (len(EDGES), len(OPS)):
@@ -385,8 +385,8 @@ class NB201Space(SearchSpace):
                              f"cells_per_stage >= 0; got num_classes={num_classes}, channels="
                              f"{channels}, cells_per_stage={cells_per_stage}, in_channels="
                              f"{in_channels}")
-        self.build_defaults = dict(num_classes=num_classes, channels=channels,
-                                   cells_per_stage=cells_per_stage, in_channels=in_channels)
+        self.build_defaults = {"num_classes": num_classes, "channels": channels,
+                               "cells_per_stage": cells_per_stage, "in_channels": in_channels}
 
     def __len__(self) -> int:
         return NUM_ARCHS

@@ -1,0 +1,48 @@
+"""Multi-trial search: ask/tell samplers, evaluators, the loop with its journal, the CLI.
+
+>>> from lightning_nas.spaces.nb201 import NB201Space
+>>> from lightning_nas.search import RegularizedEvolution, TabularEvaluator, run_search
+>>> space = NB201Space()
+>>> result = run_search(space, RegularizedEvolution(space, seed=0), TabularEvaluator(),
+...                     budget_trials=100, run_dir="runs/rea")  # doctest: +SKIP
+"""
+
+from lightning_nas.search.evaluators import (
+    Evaluator,
+    TabularEvaluator,
+    default_nb201_table,
+    shared_data_dir,
+)
+from lightning_nas.search.journal import Journal, read_journal, without_timing
+from lightning_nas.search.loop import MetricObjective, SearchResult, run_search
+from lightning_nas.search.samplers import (
+    BayesianOptimization,
+    RandomSampler,
+    RegularizedEvolution,
+    Reinforce,
+    Sampler,
+    one_hot_batch,
+    space_size,
+)
+from lightning_nas.search.surrogate import MLPEnsemble
+
+__all__ = [
+    "BayesianOptimization",
+    "Evaluator",
+    "Journal",
+    "MLPEnsemble",
+    "MetricObjective",
+    "RandomSampler",
+    "RegularizedEvolution",
+    "Reinforce",
+    "Sampler",
+    "SearchResult",
+    "TabularEvaluator",
+    "default_nb201_table",
+    "one_hot_batch",
+    "read_journal",
+    "run_search",
+    "shared_data_dir",
+    "space_size",
+    "without_timing",
+]

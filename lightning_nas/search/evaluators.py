@@ -1,0 +1,178 @@
+"""Evaluators: ``evaluator(arch) -> {metric: value}`` for the multi-trial loop.
+
+The protocol is small so that every kind of performance estimate fits it: a table lookup
+(:class:`TabularEvaluator`), training the built network with a Lightning ``Trainer``,
+inheriting supernet weights, or a zero-cost proxy.
+
+* ``__call__(arch) -> Mapping[str, float]``: the metrics of one architecture. Raise on
+  failure (the loop records the error and goes on); a NaN objective also counts as failed.
+* ``primary_metric: str``: the metric the loop maximises unless given another objective.
+* picklable, so trials can run in a ``ProcessPoolExecutor`` (keep big state out of the
+  pickle, as :class:`TabularEvaluator` does, or load it lazily in the worker).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_nas.spaces.base import Arch, ArchError, SearchSpace
+
+#: Environment variable naming the shared reference-data folder.
+SHARED_DATA_ENV = "LIGHTNING_NAS_SHARED_DATA"
+
+
+def shared_data_dir() -> Path:
+    """The reference-data folder: ``$LIGHTNING_NAS_SHARED_DATA`` or ``<repo>/../shared/data``."""
+    try:  # the project-wide helper, when present
+        from lightning_nas.data.base import shared_data_dir as helper  # type: ignore
+
+        return Path(helper())
+    except (ImportError, AttributeError):
+        pass
+    env = os.environ.get(SHARED_DATA_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def default_nb201_table() -> Path:
+    """``<shared data>/nb201/nb201_accuracy.csv``."""
+    return shared_data_dir() / "nb201" / "nb201_accuracy.csv"
+
+
+class Evaluator(ABC):
+    """Base class of evaluators (for ``class_path`` configs); see the module docstring."""
+
+    primary_metric: str = ""
+
+    @abstractmethod
+    def __call__(self, arch: Arch) -> Mapping[str, float]:
+        """Metrics of ``arch``; raise when it cannot be evaluated."""
+
+
+# one parsed table per (path, size, mtime, columns) and process: workers of a process pool
+# load the CSV once instead of receiving it with every pickled call
+_TABLES: dict[tuple, dict[str, dict[str, float]]] = {}
+_TABLES_LOCK = threading.Lock()
+
+
+class TabularEvaluator(Evaluator):
+    """Look architectures up in a tabular benchmark (e.g. NAS-Bench-201's CSV).
+
+    The table is keyed by the space's canonical string (``space.to_string(arch)``) in
+    ``key_column``. A call returns ``metric``, every ``report`` column and
+    ``simulated_seconds``: the value of ``time_column`` when the table has one, else the
+    constant ``seconds_per_query``. The NB201 CSV on hand has no training times (the
+    benchmark's per-architecture epoch times are not in it), so a budget in simulated
+    seconds there is a query count times ``seconds_per_query``.
+
+    Args:
+        path: the CSV (default: ``<shared data>/nb201/nb201_accuracy.csv``).
+        metric: the column to search on (the benchmark protocol: validation accuracy).
+        report: further columns to report (e.g. test accuracies, never searched on).
+        space: the space whose ``to_string`` gives the key (default NB201).
+        key_column: the column holding the architecture strings.
+        time_column: a column of training seconds, if the table has one.
+        seconds_per_query: simulated seconds per query without ``time_column``.
+    """
+
+    def __init__(self, path: str | Path | None = None, *,
+                 metric: str = "cifar10valid_val_200ep",
+                 report: Sequence[str] = ("cifar10_test_200ep", "cifar100_test_200ep",
+                                          "imagenet16_test_200ep"),
+                 space: SearchSpace | None = None, key_column: str = "arch_str",
+                 time_column: str | None = None, seconds_per_query: float = 1.0):
+        if space is None:
+            from lightning_nas.spaces.nb201 import NB201Space
+
+            space = NB201Space()
+        self.path = Path(path) if path is not None else default_nb201_table()
+        self.metric = metric
+        self.primary_metric = metric
+        self.report = tuple(r for r in report if r != metric)
+        self.space = space
+        self.key_column = key_column
+        self.time_column = time_column
+        if seconds_per_query <= 0:
+            raise ValueError(f"seconds_per_query must be > 0, got {seconds_per_query}")
+        self.seconds_per_query = float(seconds_per_query)
+        # load now: a wrong path or a missing column fails at construction
+        self._table: dict[str, dict[str, float]] | None = self._load()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The value columns read from the table."""
+        cols = (self.metric, *self.report)
+        return cols + ((self.time_column,) if self.time_column else ())
+
+    @property
+    def table(self) -> dict[str, dict[str, float]]:
+        if self._table is None:
+            self._table = self._load()
+        return self._table
+
+    def _load(self) -> dict[str, dict[str, float]]:
+        if not self.path.is_file():
+            raise FileNotFoundError(
+                f"tabular benchmark {str(self.path)!r} does not exist; pass its path, or set "
+                f"{SHARED_DATA_ENV} to the folder holding nb201/nb201_accuracy.csv"
+            )
+        stat = self.path.stat()
+        key = (str(self.path.resolve()), stat.st_size, stat.st_mtime_ns, self.key_column,
+               self.columns)
+        with _TABLES_LOCK:
+            if key in _TABLES:
+                return _TABLES[key]
+        with self.path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            missing = [c for c in (self.key_column, *self.columns) if c not in header]
+            if missing:
+                raise ValueError(f"{self.path}: missing column(s) {missing}; the table has "
+                                 f"{header}")
+            table: dict[str, dict[str, float]] = {}
+            for line, row in enumerate(reader, start=2):
+                values = {}
+                for c in self.columns:
+                    try:
+                        values[c] = float(row[c])
+                    except (TypeError, ValueError):
+                        values[c] = math.nan  # an empty cell: the trial will count as failed
+                table[row[self.key_column]] = values
+        if not table:
+            raise ValueError(f"{self.path}: the table has no rows")
+        with _TABLES_LOCK:
+            _TABLES[key] = table
+        return table
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_table"] = None  # reloaded (once per process) where it is used
+        return state
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def key(self, arch: Arch) -> str:
+        return self.space.to_string(self.space.validate(arch))
+
+    def __call__(self, arch: Arch) -> dict[str, float]:
+        key = self.key(arch)
+        row = self.table.get(key)
+        if row is None:
+            raise ArchError(f"architecture {key!r} is not in the table {self.path} "
+                            f"({len(self.table)} rows, keyed by {self.key_column!r})")
+        out = {c: row[c] for c in (self.metric, *self.report)}
+        out["simulated_seconds"] = row[self.time_column] if self.time_column else \
+            self.seconds_per_query
+        return out
+
+    def __repr__(self) -> str:
+        return f"TabularEvaluator({str(self.path)!r}, metric={self.metric!r})"

@@ -1,0 +1,457 @@
+"""Multi-trial samplers with an ask/tell interface.
+
+A sampler proposes architectures (``ask() -> Arch``) and learns from their results
+(``tell(arch, result)``, ``result`` a float to maximise, or ``None`` for a failed or
+rejected candidate). It owns its random state, and ``state_dict()`` holds everything it
+knows (RNG state, history, population, surrogate, policy and optimiser), so a search
+restored with ``load_state_dict`` asks exactly what the uninterrupted one would have.
+
+Samplers only use the space's generic interface: ``sample``/``mutate`` and the categorical
+view ``decisions``/``encode``/``decode``/``one_hot``, so they run on every space that has it
+(NAS-Bench-201, DARTS, ...).
+
+By default (``dedup=True``) no sampler proposes an architecture it proposed before, until
+the space is exhausted: on a tabular benchmark a repeated query would spend budget on a
+known answer. A draw that keeps hitting known architectures (100 tries) falls back to a
+uniformly random unseen one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from lightning_nas.search.surrogate import MLPEnsemble
+from lightning_nas.spaces.base import Arch, SearchSpace
+
+#: Spaces up to this size are enumerated to find an unseen architecture when random draws
+#: keep hitting seen ones.
+_ENUMERATE_LIMIT = 2_000_000
+
+
+def space_size(space: SearchSpace) -> int | None:
+    """Number of architectures in the categorical view, or ``None`` without one."""
+    try:
+        decisions = space.decisions()
+    except NotImplementedError:
+        return None
+    return math.prod(len(options) for _, options in decisions)
+
+
+def one_hot_batch(space: SearchSpace, archs: Sequence[Arch]) -> torch.Tensor:
+    """``space.one_hot`` of every arch stacked: (N, sum of option counts)."""
+    sizes = [len(options) for _, options in space.decisions()]
+    offsets = torch.tensor([0, *itertools.accumulate(sizes)][:-1])
+    index = torch.tensor([space.encode(a) for a in archs], dtype=torch.long).reshape(-1, len(sizes))
+    out = torch.zeros(len(archs), sum(sizes))
+    out.scatter_(1, index + offsets, 1.0)
+    return out
+
+
+def _clean(result: float | None) -> float | None:
+    if result is None:
+        return None
+    result = float(result)
+    return result if math.isfinite(result) else None
+
+
+class Sampler(ABC):
+    """Base of the samplers: RNG, de-duplication, history and the state protocol.
+
+    Args:
+        space: the space to propose from.
+        seed: seed of the sampler's own ``random.Random`` (torch randomness is derived
+            from it, so one seed fixes the whole search).
+        dedup: never propose an architecture twice until the space is exhausted.
+    """
+
+    def __init__(self, space: SearchSpace, *, seed: int = 0, dedup: bool = True):
+        if not isinstance(space, SearchSpace):
+            raise TypeError(f"space must be a SearchSpace, got {type(space).__name__}")
+        self.space = space
+        self.dedup = dedup
+        self.size = space_size(space)
+        self.reset(seed)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def reset(self, seed: int) -> None:
+        """Forget everything and start over with ``seed``."""
+        self.seed = int(seed)
+        self.rng = random.Random(self.seed)
+        self.seen: set[str] = set()
+        self.history: list[tuple[Arch, float | None]] = []
+        self.n_asked = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        """Reset the subclass's own state (called by :meth:`reset`)."""
+
+    # -- ask / tell ------------------------------------------------------------------------
+    def ask(self) -> Arch:
+        """The next architecture to evaluate."""
+        arch = self._ask()
+        self.seen.add(arch.digest)
+        self.n_asked += 1
+        return arch
+
+    def tell(self, arch: Arch, result: float | None) -> None:
+        """Report the objective of an asked architecture (``None``: failed or rejected)."""
+        result = _clean(result)
+        self.history.append((arch, result))
+        self._tell(arch, result)
+
+    @abstractmethod
+    def _ask(self) -> Arch: ...
+
+    def _tell(self, arch: Arch, result: float | None) -> None:
+        """Learn from one result (``None`` for failed or rejected)."""
+
+    @property
+    def exhausted(self) -> bool:
+        return self.size is not None and len(self.seen) >= self.size
+
+    def _fresh(self, draw: Callable[[], Arch], tries: int = 100) -> Arch:
+        """``draw()`` until it gives an unseen architecture (with ``dedup``)."""
+        if not self.dedup:
+            return draw()
+        for _ in range(tries):
+            arch = draw()
+            if arch.digest not in self.seen:
+                return arch
+        return self._random_unseen()
+
+    def _random_unseen(self) -> Arch:
+        """A uniformly random architecture not proposed before (any one when exhausted)."""
+        if not self.dedup or self.exhausted:
+            return self.space.sample(self.rng)
+        for _ in range(64):
+            arch = self.space.sample(self.rng)
+            if arch.digest not in self.seen:
+                return arch
+        if self.size is not None and self.size <= _ENUMERATE_LIMIT:
+            ranges = [range(len(options)) for _, options in self.space.decisions()]
+            unseen = [a for a in (self.space.decode(list(c)) for c in itertools.product(*ranges))
+                      if a.digest not in self.seen]
+            if unseen:
+                return self.rng.choice(unseen)
+        return self.space.sample(self.rng)
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue: plain Python values and tensors (``torch.save``
+        with ``weights_only`` loading works)."""
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "class": type(self).__name__,
+            "space": self.space.name,
+            "seed": self.seed,
+            "rng": [version, list(internal), gauss],
+            "seen": sorted(self.seen),
+            "history": [[a.to_dict(), r] for a, r in self.history],
+            "n_asked": self.n_asked,
+            "extra": self._extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("class") != type(self).__name__ or state.get("space") != self.space.name:
+            raise ValueError(f"state of a {state.get('class')} sampler on the "
+                             f"{state.get('space')!r} space cannot be loaded into a "
+                             f"{type(self).__name__} on {self.space.name!r}")
+        self.reset(state["seed"])
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.seen = set(state["seen"])
+        self.history = [(Arch.from_dict(a), r) for a, r in state["history"]]
+        self.n_asked = int(state["n_asked"])
+        self._load_extra_state(state["extra"])
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(space={self.space.name!r}, seed={self.seed})"
+
+
+# ---------------------------------------------------------------------------------------
+class RandomSampler(Sampler):
+    """Uniform random search (Li & Talwalkar 2019); no repeats until the space is exhausted."""
+
+    def _ask(self) -> Arch:
+        return self._random_unseen()
+
+
+# ---------------------------------------------------------------------------------------
+class RegularizedEvolution(Sampler):
+    """Regularized (aging) evolution, Real et al., AAAI 2019, Algorithm 1.
+
+    The first ``population_size`` results come from random architectures. Then every child
+    is ``space.mutate`` of the best of ``sample_size`` population members drawn without
+    replacement, and when the child's result comes back it joins the population and the
+    oldest member dies (aging), whatever its accuracy. Failed candidates never join.
+
+    Args:
+        population_size: P (the paper's NB201 runs use small populations; 10-20 here).
+        sample_size: S, the tournament size (1 <= S <= P).
+    """
+
+    def __init__(self, space: SearchSpace, *, population_size: int = 20, sample_size: int = 5,
+                 seed: int = 0, dedup: bool = True):
+        if population_size < 1 or not 1 <= sample_size <= population_size:
+            raise ValueError(f"need population_size >= 1 and 1 <= sample_size <= population_size, "
+                             f"got population_size={population_size}, sample_size={sample_size}")
+        self.population_size = population_size
+        self.sample_size = sample_size
+        super().__init__(space, seed=seed, dedup=dedup)
+
+    def _reset(self) -> None:
+        self.population: deque[tuple[Arch, float]] = deque()  # oldest first
+        self.pending_initial: set[str] = set()  # digests of random asks not yet told
+
+    def _ask(self) -> Arch:
+        if len(self.population) + len(self.pending_initial) < self.population_size:
+            arch = self._random_unseen()
+            self.pending_initial.add(arch.digest)
+            return arch
+        if not self.population:  # more workers than population slots: keep exploring
+            return self._random_unseen()
+        members = list(self.population)
+        contenders = self.rng.sample(range(len(members)), min(self.sample_size, len(members)))
+        parent = members[max(contenders, key=lambda i: (members[i][1], i))][0]
+        return self._fresh(lambda: self.space.mutate(parent, self.rng))
+
+    def _tell(self, arch: Arch, result: float | None) -> None:
+        self.pending_initial.discard(arch.digest)
+        if result is None:
+            return
+        self.population.append((arch, result))
+        while len(self.population) > self.population_size:
+            self.population.popleft()
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"population": [[a.to_dict(), r] for a, r in self.population],
+                "pending_initial": sorted(self.pending_initial)}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.population = deque((Arch.from_dict(a), float(r)) for a, r in state["population"])
+        self.pending_initial = set(state["pending_initial"])
+
+
+# ---------------------------------------------------------------------------------------
+class BayesianOptimization(Sampler):
+    """BANANAS-style Bayesian optimisation with a neural-ensemble surrogate.
+
+    White, Neiswanger & Savani, "BANANAS", AAAI 2021: an ensemble of MLPs on an
+    architecture encoding (here ``space.one_hot``) predicts the objective; the mean and spread
+    of the members give an acquisition, maximised over a candidate pool of mutations of the
+    best architectures so far plus random ones.
+
+    Args:
+        initial_random: asks drawn at random before the surrogate is used.
+        ensemble_size, hidden, epochs, learning_rate, weight_decay: the :class:`MLPEnsemble`.
+        acquisition: ``"its"`` (independent Thompson sampling: one draw from N(mean, std) per
+            candidate, the BANANAS default), ``"ucb"`` (mean + ``ucb_beta`` * std), ``"ei"``
+            (expected improvement over the best result) or ``"mean"``.
+        num_parents: best architectures mutated to make candidates.
+        mutations_per_parent: candidates per parent (one ``space.mutate`` each; a second
+            mutation is applied with probability 1/2).
+        random_candidates: uniformly random candidates added to the pool.
+        retrain_every: refit the surrogate when this many new results have arrived since the
+            last fit (1 = before every model-based ask; larger is cheaper).
+    """
+
+    ACQUISITIONS = ("its", "ucb", "ei", "mean")
+
+    def __init__(self, space: SearchSpace, *, initial_random: int = 10, ensemble_size: int = 5,
+                 hidden: Sequence[int] = (32, 32), epochs: int = 200,
+                 learning_rate: float = 0.01, weight_decay: float = 0.0,
+                 acquisition: str = "its", ucb_beta: float = 1.0, num_parents: int = 10,
+                 mutations_per_parent: int = 10, random_candidates: int = 50,
+                 retrain_every: int = 1, seed: int = 0, dedup: bool = True):
+        if acquisition not in self.ACQUISITIONS:
+            raise ValueError(f"acquisition must be one of {self.ACQUISITIONS}, got {acquisition!r}")
+        if initial_random < 2:
+            raise ValueError(f"initial_random must be >= 2 (the surrogate needs data), got "
+                             f"{initial_random}")
+        for name, value in (("num_parents", num_parents), ("retrain_every", retrain_every),
+                            ("mutations_per_parent", mutations_per_parent)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if random_candidates < 0:
+            raise ValueError(f"random_candidates must be >= 0, got {random_candidates}")
+        self.initial_random = initial_random
+        self.acquisition = acquisition
+        self.ucb_beta = ucb_beta
+        self.num_parents = num_parents
+        self.mutations_per_parent = mutations_per_parent
+        self.random_candidates = random_candidates
+        self.retrain_every = retrain_every
+        self.model_options = {"members": ensemble_size, "hidden": tuple(hidden),
+                              "epochs": epochs, "learning_rate": learning_rate,
+                              "weight_decay": weight_decay}
+        super().__init__(space, seed=seed, dedup=dedup)
+
+    def _reset(self) -> None:
+        in_dim = sum(len(options) for _, options in self.space.decisions())
+        self.model = MLPEnsemble(in_dim, **self.model_options)
+        self.trained_on = -1  # number of results the model was fitted on
+
+    def _data(self) -> list[tuple[Arch, float]]:
+        return [(a, r) for a, r in self.history if r is not None]
+
+    def _ask(self) -> Arch:
+        data = self._data()
+        if self.n_asked < self.initial_random or len(data) < 2:
+            return self._random_unseen()
+        if not self.model.fitted or len(data) - self.trained_on >= self.retrain_every:
+            x = one_hot_batch(self.space, [a for a, _ in data])
+            y = torch.tensor([r for _, r in data])
+            self.model.fit(x, y, torch.Generator().manual_seed(self.rng.getrandbits(62)))
+            self.trained_on = len(data)
+        pool = self._candidates(data)
+        if not pool:
+            return self._random_unseen()
+        preds = self.model.predict(one_hot_batch(self.space, pool))  # (E, N)
+        mean, std = preds.mean(0), preds.std(0) if preds.shape[0] > 1 else torch.zeros(len(pool))
+        gen = torch.Generator().manual_seed(self.rng.getrandbits(62))
+        if self.acquisition == "its":
+            score = mean + std * torch.randn(len(pool), generator=gen)
+        elif self.acquisition == "ucb":
+            score = mean + self.ucb_beta * std
+        elif self.acquisition == "ei":
+            best = max(r for _, r in data)
+            s = std.clamp_min(1e-9)
+            z = (mean - best) / s
+            normal = torch.distributions.Normal(0.0, 1.0)
+            score = (mean - best) * normal.cdf(z) + s * normal.log_prob(z).exp()
+        else:
+            score = mean
+        return pool[int(torch.argmax(score))]
+
+    def _candidates(self, data: list[tuple[Arch, float]]) -> list[Arch]:
+        parents = [a for a, _ in sorted(data, key=lambda ar: -ar[1])[: self.num_parents]]
+        pool: dict[str, Arch] = {}
+        for parent in parents:
+            for _ in range(self.mutations_per_parent):
+                child = self.space.mutate(parent, self.rng)
+                if self.rng.random() < 0.5:
+                    child = self.space.mutate(child, self.rng)
+                pool.setdefault(child.digest, child)
+        for _ in range(self.random_candidates):
+            arch = self.space.sample(self.rng)
+            pool.setdefault(arch.digest, arch)
+        if self.dedup:
+            return [a for d, a in pool.items() if d not in self.seen]
+        return list(pool.values())
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict() if self.model.fitted else None,
+                "trained_on": self.trained_on}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        if state["model"] is not None:
+            self.model.load_state_dict(state["model"])
+        self.trained_on = int(state["trained_on"])
+
+
+# ---------------------------------------------------------------------------------------
+class Reinforce(Sampler):
+    """REINFORCE (Williams 1992) on independent categorical decisions.
+
+    The policy holds one logit vector per decision of ``space.decisions()`` (uniform at the
+    start). Each result ``r`` updates it by Adam on ``-(r - b) * log p(arch)`` where ``b`` is
+    a bias-corrected exponential moving average of earlier rewards with decay
+    ``baseline_decay`` (the NB201 paper's REINFORCE baseline uses a moving-average baseline;
+    momentum 0.9). The first reward only sets the baseline.
+
+    Args:
+        learning_rate: Adam learning rate of the logits.
+        baseline_decay: EMA decay of the baseline (0 = previous reward only).
+        entropy_weight: weight of an entropy bonus (0 = plain REINFORCE).
+        reward_scale: rewards are multiplied by this before the update (e.g. 0.01 for
+            accuracies in percent); Adam makes the step size nearly scale-free anyway.
+    """
+
+    def __init__(self, space: SearchSpace, *, learning_rate: float = 0.05,
+                 baseline_decay: float = 0.9, entropy_weight: float = 0.0,
+                 reward_scale: float = 1.0, seed: int = 0, dedup: bool = True):
+        if learning_rate <= 0 or not 0 <= baseline_decay < 1:
+            raise ValueError(f"need learning_rate > 0 and 0 <= baseline_decay < 1, got "
+                             f"{learning_rate}, {baseline_decay}")
+        self.learning_rate = learning_rate
+        self.baseline_decay = baseline_decay
+        self.entropy_weight = entropy_weight
+        self.reward_scale = reward_scale
+        super().__init__(space, seed=seed, dedup=dedup)
+
+    def _reset(self) -> None:
+        self.logits = [torch.zeros(len(options), requires_grad=True)
+                       for _, options in self.space.decisions()]
+        self.optimizer = torch.optim.Adam(self.logits, lr=self.learning_rate)
+        self.baseline_num = 0.0
+        self.baseline_den = 0.0
+
+    @property
+    def baseline(self) -> float | None:
+        return self.baseline_num / self.baseline_den if self.baseline_den > 0 else None
+
+    def probabilities(self) -> list[torch.Tensor]:
+        """Current policy: one probability vector per decision."""
+        return [torch.softmax(l.detach(), 0) for l in self.logits]
+
+    def _draw(self) -> Arch:
+        indices = []
+        for probs in self.probabilities():
+            u, acc = self.rng.random(), 0.0
+            choice = len(probs) - 1
+            for k, p in enumerate(probs.tolist()):
+                acc += p
+                if u < acc:
+                    choice = k
+                    break
+            indices.append(choice)
+        return self.space.decode(indices)
+
+    def _ask(self) -> Arch:
+        return self._fresh(self._draw)
+
+    def _tell(self, arch: Arch, result: float | None) -> None:
+        if result is None:
+            return
+        reward = result * self.reward_scale
+        baseline = self.baseline
+        if baseline is not None:
+            indices = self.space.encode(arch)
+            log_prob = sum(torch.log_softmax(l, 0)[i] for l, i in zip(self.logits, indices))
+            loss = -(reward - baseline) * log_prob
+            if self.entropy_weight:
+                entropy = sum(-(torch.softmax(l, 0) * torch.log_softmax(l, 0)).sum()
+                              for l in self.logits)
+                loss = loss - self.entropy_weight * entropy
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        d = self.baseline_decay
+        self.baseline_num = d * self.baseline_num + (1 - d) * reward
+        self.baseline_den = d * self.baseline_den + (1 - d)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"logits": [l.detach().clone() for l in self.logits],
+                "optimizer": self.optimizer.state_dict(),
+                "baseline": [self.baseline_num, self.baseline_den]}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for l, saved in zip(self.logits, state["logits"]):
+                l.copy_(saved)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline_num, self.baseline_den = (float(v) for v in state["baseline"])

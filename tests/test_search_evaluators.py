@@ -1,0 +1,144 @@
+"""Tabular evaluator and the `search` command line (configs/search/*.yaml)."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+
+from lightning_nas.search import TabularEvaluator, read_journal, without_timing
+from lightning_nas.search.cli import main_search
+from lightning_nas.spaces.base import ArchError
+from lightning_nas.spaces.darts import PRESETS as DARTS_PRESETS
+from lightning_nas.spaces.nb201 import OPS, NB201Space, arch_from_ops
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs" / "search").glob("nb201_*.yaml"))
+SPACE = NB201Space()
+COLUMNS = ["index", "arch_str", "cifar10valid_val_200ep", "cifar10_test_200ep",
+           "cifar100_test_200ep", "imagenet16_test_200ep"]
+
+
+def _shared() -> Path:
+    env = os.environ.get("LIGHTNING_NAS_SHARED_DATA")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+TABLE = _shared() / "nb201" / "nb201_accuracy.csv"
+
+
+def _write(path: Path, columns: list[str], archs) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for k, arch in enumerate(archs):
+            conv = sum(op.startswith("nor_conv") for op in arch.values())
+            values = {"index": k, "arch_str": SPACE.to_string(arch),
+                      "cifar10valid_val_200ep": 80 + conv + k % 7 / 10,
+                      "cifar10_test_200ep": 81 + conv, "cifar100_test_200ep": 60 + conv,
+                      "imagenet16_test_200ep": 30 + conv, "train_s": 100 + conv}
+            writer.writerow([values[c] for c in columns])
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_table(tmp_path_factory) -> Path:
+    """A synthetic table over all 15,625 cells (so tests don't need the shared data)."""
+    archs = (arch_from_ops(ops) for ops in itertools.product(OPS, repeat=6))
+    return _write(tmp_path_factory.mktemp("nb201") / "table.csv", COLUMNS, archs)
+
+
+def test_lookup_and_report(full_table):
+    ev = TabularEvaluator(full_table)
+    assert len(ev) == 15625 and ev.primary_metric == "cifar10valid_val_200ep"
+    arch = arch_from_ops(["nor_conv_3x3"] * 6)
+    out = ev(arch)
+    assert out["cifar10_test_200ep"] == 87.0 and out["imagenet16_test_200ep"] == 36.0
+    assert out["simulated_seconds"] == 1.0
+    assert set(out) == {"cifar10valid_val_200ep", "cifar10_test_200ep", "cifar100_test_200ep",
+                        "imagenet16_test_200ep", "simulated_seconds"}
+    clone = pickle.loads(pickle.dumps(ev))
+    assert clone._table is None  # the table does not travel with the pickle
+    assert clone(arch) == out
+
+
+def test_time_column(tmp_path):
+    path = _write(tmp_path / "t.csv", COLUMNS + ["train_s"],
+                  [arch_from_ops(["nor_conv_1x1"] * 6)])
+    ev = TabularEvaluator(path, time_column="train_s", report=())
+    assert ev(arch_from_ops(["nor_conv_1x1"] * 6)) == {"cifar10valid_val_200ep": 86.0,
+                                                       "simulated_seconds": 106.0}
+
+
+def test_missing_file_columns_and_archs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="LIGHTNING_NAS_SHARED_DATA"):
+        TabularEvaluator(tmp_path / "nope.csv")
+    partial = _write(tmp_path / "p.csv", ["arch_str", "cifar10valid_val_200ep"],
+                     [arch_from_ops(["none"] * 6)])
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['cifar10_test_200ep', "
+                                         r"'cifar100_test_200ep', 'imagenet16_test_200ep'\]"):
+        TabularEvaluator(partial)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['arch'\]"):
+        TabularEvaluator(partial, report=(), key_column="arch")
+    ev = TabularEvaluator(partial, report=())
+    with pytest.raises(ArchError, match=r"not in the table .*1 rows"):
+        ev(arch_from_ops(["skip_connect"] * 6))
+    with pytest.raises(ArchError, match="'darts' space"):
+        ev(DARTS_PRESETS["DARTS_V2"])
+
+
+@pytest.mark.skipif(not TABLE.is_file(), reason="NB201 table not in ../shared/data")
+def test_real_table_known_values():
+    ev = TabularEvaluator()
+    best = SPACE.from_index(6111)
+    assert ev(best)["cifar10_test_200ep"] == pytest.approx(94.37, abs=0.005)
+    values = [row["cifar10_test_200ep"] for row in ev.table.values()]
+    assert len(values) == 15625
+    assert sum(values) / len(values) == pytest.approx(87.06, abs=0.01)
+
+
+# --- CLI --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_search_config_runs(config, full_table, tmp_path, capsys):
+    head = config.read_text().splitlines()[:3]
+    assert all(line.startswith("#") for line in head)
+    assert "lightning-nas search --config" in config.read_text()
+    summary = main_search(["--config", str(config), "--evaluator.init_args.path",
+                           str(full_table), "--run_dir", str(tmp_path), "--budget_trials", "6",
+                           "--progress", "false"])
+    assert summary["counts"] == {"ok": 6, "failed": 0, "rejected": 0}
+    assert len(read_journal(tmp_path)) == 6
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "arch.json").is_file()
+    assert "best (trial" in capsys.readouterr().out
+
+
+def test_cli_resume_seed_and_workers(full_table, tmp_path):
+    config = ROOT / "configs" / "search" / "nb201_evolution.yaml"
+    common = ["--config", str(config), "--evaluator.init_args.path", str(full_table),
+              "--progress", "false", "--seed", "4"]
+    main_search(common + ["--run_dir", str(tmp_path / "a"), "--budget_trials", "14"])
+    main_search(common + ["--run_dir", str(tmp_path / "b"), "--budget_trials", "6"])
+    main_search(common + ["--run_dir", str(tmp_path / "b"), "--budget_trials", "14",
+                          "--resume", "true"])
+    assert without_timing(read_journal(tmp_path / "a")) == \
+        without_timing(read_journal(tmp_path / "b"))
+    summary = main_search(common + ["--run_dir", str(tmp_path / "c"), "--budget_trials", "6",
+                                    "--workers", "2", "--executor", "thread"])
+    assert summary["counts"]["ok"] == 6
+    assert json.loads((tmp_path / "c" / "summary.json").read_text())["run_dir"] == \
+        str(tmp_path / "c")
+
+
+def test_cli_errors(full_table, tmp_path):
+    config = ROOT / "configs" / "search" / "nb201_random.yaml"
+    with pytest.raises(SystemExit):
+        main_search(["--config", str(config), "--evaluator.init_args.path", str(full_table),
+                     "--run_dir", str(tmp_path), "--budget_trials", "null"])
+    with pytest.raises(SystemExit):
+        main_search(["--config", str(config), "--sampler.init_args.population_size", "3",
+                     "--run_dir", str(tmp_path)])
