@@ -13,7 +13,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 
 def run_dir(trainer: L.Trainer) -> Path:
-    """The run folder: the logger's folder when there is one, else ``default_root_dir``."""
+    """The run folder: the logger's folder when there is one, else ``default_root_dir``.
+
+    Under DDP ``trainer.log_dir`` broadcasts from rank 0, so every rank must call this.
+    """
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
@@ -52,8 +55,9 @@ class ArchExport(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """A fresh run (not a resume) starts a fresh history."""
+        folder = self._folder(trainer)  # on every rank: trainer.log_dir is a collective
         if trainer.ckpt_path is None and trainer.is_global_zero:
-            (self._folder(trainer) / "history.jsonl").unlink(missing_ok=True)
+            (folder / "history.jsonl").unlink(missing_ok=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         arch = pl_module.current_arch()
@@ -65,9 +69,9 @@ class ArchExport(Callback):
             self.best = value
         rank_zero_info(f"[epoch {trainer.current_epoch}] {self.monitor}="
                        f"{value if value is None else round(value, 4)} architecture: {text}")
+        folder = self._folder(trainer)  # on every rank: trainer.log_dir is a collective
         if not trainer.is_global_zero:
             return
-        folder = self._folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         extras: dict[str, Any] = {}
         if hasattr(pl_module, "arch_summary"):

@@ -27,6 +27,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from lightning_nas.callbacks.export import run_dir
 from lightning_nas.hardware.report import (
     arch_text,
     as_objectives,
@@ -245,7 +246,7 @@ class ParetoCallback(Callback):
             return Path(self.dirpath)
         if trainer is None:
             raise ValueError("ParetoCallback.write needs a trainer or a dirpath")
-        return Path(trainer.log_dir or trainer.default_root_dir)
+        return run_dir(trainer)
 
     def write(self, trainer: L.Trainer | None = None, *, dirpath: str | Path | None = None
               ) -> dict[str, Any] | None:
@@ -259,11 +260,12 @@ class ParetoCallback(Callback):
         Returns:
             The summary written (see :func:`~lightning_nas.hardware.report.write_pareto`).
         """
+        # resolve the folder on every rank first: trainer.log_dir is a collective under DDP
+        out = Path(dirpath) if dirpath is not None else self.output_dir(trainer)
         if not self._records:
             return None
         if trainer is not None and not trainer.is_global_zero:
             return None
-        out = Path(dirpath) if dirpath is not None else self.output_dir(trainer)
         records = list(self._records.values())
         summary = write_pareto(out, records, self.objectives, reference=self.reference,
                                score_key=self.score_key, plot=self.plot)
