@@ -31,7 +31,8 @@ class NASCLI(LightningCLI):
                               apply_on="instantiate")
 
 
-def run_lightning_cli(args: list[str] | None = None) -> NASCLI:
+def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> NASCLI:
+    """LightningCLI over ``args``; ``run=False`` only parses and instantiates (no subcommand)."""
     os.environ.setdefault("WANDB_MODE", "offline")  # never needs an account unless asked
     return NASCLI(
         L.LightningModule,
@@ -40,6 +41,7 @@ def run_lightning_cli(args: list[str] | None = None) -> NASCLI:
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         args=args,
+        run=run,
         auto_configure_optimizers=False,
     )
 

@@ -271,13 +271,18 @@ class DartsSearch(L.LightningModule):
         schedule = self.lr_schedulers()
         self.log("lr", schedule.get_last_lr()[0], sync_dist=False)
         schedule.step()
+        # The full softmaxed alphas (2 x edges x ops scalars) go straight to the loggers, not
+        # into callback_metrics: that dict travels back through a pipe under ddp_spawn.
+        alphas = {}
         for cell, alpha in (("normal", self.alpha_normal), ("reduce", self.alpha_reduce)):
             probs = alpha.detach().softmax(-1)
             entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()
-            self.log(f"alpha/{cell}_entropy", entropy)
-            for e, row in enumerate(probs):
+            self.log(f"alpha/{cell}_entropy", entropy)  # nats, mean over edges
+            for e, row in enumerate(probs.tolist()):
                 for k, name in enumerate(self.supernet.primitives):
-                    self.log(f"alpha/{cell}/edge{e}/{name}", row[k])
+                    alphas[f"alpha/{cell}/edge{e}/{name}"] = row[k]
+        for logger in self.loggers:
+            logger.log_metrics(alphas, step=self.global_step)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch

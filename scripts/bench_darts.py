@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""Time and memory of one DARTS search step, ours against Microsoft NNI 3.0, in one run.
+
+The DARTS paper's search configuration: CIFAR-sized input (3x32x32), batch 64 for the
+weight batch and for the architecture batch, 16 initial channels, 8 cells, 4 nodes, the 8
+DARTS ops, 10 classes. One *step* is one architecture update plus one weight update.
+
+Every configuration runs in its own fresh process (so its peak RSS is its own) through
+the real Lightning Trainer with the real data module hook (augmentation on the batch), on
+synthetic images (content does not change the cost). NNI runs as a subprocess of the
+Python given with ``--nni-python`` (a venv with nni==3.0, see scripts/README.md).
+
+    python scripts/bench_darts.py --nni-python /work/nni-venv/bin/python --steps 5
+    python scripts/bench_darts.py --configs first second --steps 3   # ours only
+
+Prints a Markdown table and writes JSON (``--out``): median seconds per step over the
+steps after warm-up with min/max, peak RSS in GB, and the ratios NNI / ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: name -> DartsSearch keyword arguments
+CONFIGS = {
+    "first": {"order": 1},
+    "second": {"order": 2},
+    "first-no-recompute": {"order": 1, "checkpoint_edges": False},
+    "first-nchw": {"order": 1, "channels_last": False, "checkpoint_edges": False},
+}
+
+
+def _summary(times: list[float]) -> dict:
+    times = sorted(times)
+    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+    return {"median_s": statistics.median(times), "min_s": times[0], "max_s": times[-1],
+            "iqr_s": q3 - q1, "n": len(times), "times_s": times}
+
+
+def worker(name: str, steps: int, warmup: int, threads: int, batch: int) -> dict:
+    """Run ``warmup + steps`` search steps of configuration ``name`` in this process."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    from lightning_nas.data import SyntheticDataModule
+    from lightning_nas.strategies.darts import DartsSearch
+
+    torch.set_num_threads(threads)
+    times: list[float] = []
+
+    class StepTimer(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch_, batch_idx):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch_, batch_idx):
+            times.append(time.perf_counter() - self.start)
+            print(f"  {name}: step {batch_idx} {times[-1]:.2f} s", file=sys.stderr, flush=True)
+
+    total = steps + warmup
+    data = SyntheticDataModule(num_classes=10, in_channels=3, image_size=32,
+                               train_size=2 * batch * total, test_size=batch, batch_size=batch,
+                               search=True, crop_padding=4, hflip=True, seed=0)
+    model = DartsSearch(num_classes=10, in_channels=3, channels=16, layers=8,
+                        **CONFIGS[name])
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=total,
+                        limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[StepTimer()],
+                        default_root_dir=os.environ.get("TMPDIR", "/tmp") + "/bench_darts")
+    trainer.fit(model, data)
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB -> GB (approx.)
+    return {"name": name, **_summary(times[warmup:]), "warmup_s": times[:warmup],
+            "peak_rss_gb": peak_gb, "threads": threads, "batch_size": batch,
+            "kwargs": CONFIGS[name]}
+
+
+def _run(cmd: list[str], timeout: int) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    for line in proc.stdout.splitlines()[::-1]:
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=["first", "second"],
+                        choices=sorted(CONFIGS))
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--nni-python", default=None,
+                        help="python of a venv with nni==3.0; runs NNI's first-order DARTS too")
+    parser.add_argument("--nni-steps", type=int, default=3)
+    parser.add_argument("--out", default="runs/bench_darts.json")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        result = worker(args.worker, args.steps, args.warmup, args.threads, args.batch_size)
+        print("RESULT " + json.dumps(result), flush=True)
+        return result
+
+    results = {}
+    common = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads",
+              str(args.threads), "--batch-size", str(args.batch_size)]
+    for name in args.configs:
+        print(f"running ours: {name} ...", flush=True)
+        results[name] = _run([sys.executable, __file__, "--worker", name, *common], 7200)
+    if args.nni_python:
+        print("running NNI 3.0 first-order DARTS ...", flush=True)
+        results["nni"] = _run([args.nni_python, str(ROOT / "scripts" / "nni_darts_step.py"),
+                               "--steps", str(args.nni_steps), "--warmup", "1", "--threads",
+                               str(args.threads), "--batch-size", str(args.batch_size)], 7200)
+
+    rows = ["| run | median s/step | min-max s | n | peak RSS GB |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        median = r.get("median_s", r.get("median_step_s"))
+        low, high = r.get("min_s", r.get("min_step_s")), r.get("max_s", r.get("max_step_s"))
+        rows.append(f"| {name} | {median:.2f} | {low:.2f}-{high:.2f} | "
+                    f"{r.get('n', r.get('steps'))} | {r['peak_rss_gb']:.2f} |")
+    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "threads": args.threads, "results": results}
+    if "nni" in results and "first" in results:
+        nni, ours = results["nni"], results["first"]
+        nni_med = nni.get("median_s", nni.get("median_step_s"))
+        nni_min = nni.get("min_s", nni.get("min_step_s"))
+        nni_max = nni.get("max_s", nni.get("max_step_s"))
+        report["speedup_first_order"] = {
+            "median": nni_med / ours["median_s"],
+            "worst": nni_min / ours["max_s"], "best": nni_max / ours["min_s"]}
+        report["memory_ratio_first_order"] = ours["peak_rss_gb"] / nni["peak_rss_gb"]
+        rows.append("")
+        rows.append(f"First order, NNI / ours: {report['speedup_first_order']['median']:.2f}x "
+                    f"faster (range {report['speedup_first_order']['worst']:.2f}-"
+                    f"{report['speedup_first_order']['best']:.2f}x over the measured steps), "
+                    f"peak memory {100 * report['memory_ratio_first_order']:.0f}% of NNI's.")
+    table = "\n".join(rows)
+    print(table)
+    report["table"] = table
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The `lightning-nas` command end to end on tiny settings: search, export, train, errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_nas.cli import main, run_lightning_cli
+from lightning_nas.data import shared_data_dir
+from lightning_nas.spaces.base import Arch
+from lightning_nas.spaces.darts import DartsSpace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_overrides(run: Path) -> list[str]:
+    return ["--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir",
+            str(run), "--trainer.enable_progress_bar", "false"]
+
+
+def tiny_search_args(run: Path) -> list[str]:
+    return ["fit", "--config", str(ROOT / "configs/quickstart.yaml"), *run_overrides(run),
+            "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
+            "--trainer.limit_val_batches", "1", "--model.init_args.channels", "4",
+            "--model.init_args.layers", "3", "--model.init_args.warmup_epochs", "0",
+            "--model.init_args.checkpoint_edges", "false"]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("quickstart")
+    main(tiny_search_args(run))
+    return run
+
+
+def test_quickstart_search_writes_the_run_folder(searched, capsys):
+    for name in ("arch.json", "history.jsonl", "metrics.csv", "config.yaml",
+                 "checkpoints/last.ckpt"):
+        assert (searched / name).exists(), name
+    arch = Arch.load(searched / "arch.json")
+    DartsSpace().validate(arch)
+    payload = json.loads((searched / "arch.json").read_text())
+    assert payload["string"].startswith("Genotype(normal=[(")
+
+
+def test_export_writes_the_checkpoint_architecture(searched, tmp_path, capsys):
+    out = tmp_path / "exported.json"
+    main(["export", "--ckpt", str(searched / "checkpoints/last.ckpt"), "--out", str(out)])
+    assert "Genotype(normal=" in capsys.readouterr().out
+    last = json.loads((searched / "history.jsonl").read_text().splitlines()[-1])
+    assert Arch.load(out) == Arch.from_dict(last)
+
+
+def test_train_the_found_architecture_then_test_it(searched, tmp_path):
+    run = tmp_path / "train"
+    args = ["--config", str(ROOT / "configs/train/digits.yaml"), *run_overrides(run),
+            "--model.arch", str(searched / "arch.json"), "--trainer.max_epochs", "3",
+            "--model.init_args.space.init_args.channels", "8",
+            "--model.init_args.space.init_args.layers", "3"]
+    main(["fit", *args])
+    cli = run_lightning_cli(["test", *args, "--ckpt_path", str(run / "checkpoints/last.ckpt")])
+    accuracy = float(cli.trainer.callback_metrics["test/acc"])
+    assert accuracy > 0.5  # 10 classes: chance is 0.1
+    assert cli.model.arch == Arch.load(searched / "arch.json")
+
+
+def test_preset_names_work_as_arch(tmp_path):
+    cli = run_lightning_cli(["--config", str(ROOT / "configs/train/digits.yaml"),
+                             *run_overrides(tmp_path), "--model.arch", "PC_DARTS"],
+                            run=False)
+    assert cli.model.arch == DartsSpace.presets["PC_DARTS"]
+
+
+def test_config_typo_names_the_bad_key(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([*tiny_search_args(tmp_path), "--model.init_args.chanels", "4"])
+    err = capsys.readouterr().err
+    assert "chanels" in err
+
+
+def test_unknown_preset_or_malformed_arch_is_a_clear_error(tmp_path):
+    with pytest.raises(Exception, match="presets: .*DARTS_V2"):
+        run_lightning_cli(["--config", str(ROOT / "configs/train/digits.yaml"),
+                           *run_overrides(tmp_path), "--model.arch", "DARTS_V9"], run=False)
+
+
+def test_missing_cifar_archive_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"cifar-10-python\.tar\.gz.*download"):
+        main(["fit", "--config", str(ROOT / "configs/darts/cifar10.yaml"), *run_overrides(tmp_path),
+              "--data.init_args.root", str(tmp_path / "nowhere")])
+
+
+def test_export_of_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "last.ckpt"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(RuntimeError, match="cannot read checkpoint .*truncated or not a Lightning"):
+        main(["export", "--ckpt", str(bad)])
+
+
+def test_fine_tune_on_another_class_count_keeps_the_body(searched, tmp_path):
+    from lightning_nas.strategies.fixed import FixedArchitecture
+
+    space = DartsSpace(channels=8, layers=3, auxiliary=False)
+    source = FixedArchitecture(arch=str(searched / "arch.json"), space=space, num_classes=10,
+                               in_channels=1, seed=1)
+    ckpt = tmp_path / "source.ckpt"
+    torch.save({"state_dict": source.state_dict()}, ckpt)
+    tuned = FixedArchitecture(arch=str(searched / "arch.json"), space=space, num_classes=4,
+                              in_channels=1, init_from=str(ckpt), seed=2)
+    assert tuned.net.classifier.out_features == 4
+    torch.testing.assert_close(tuned.net.cells[0].pre1[1].weight, source.net.cells[0].pre1[1].weight)
+    assert not torch.equal(tuned.net.stem[0].weight, FixedArchitecture(
+        arch=str(searched / "arch.json"), space=space, num_classes=4, in_channels=1,
+        seed=2).net.stem[0].weight)
+
+
+@pytest.mark.parametrize("config", sorted(p.relative_to(ROOT).as_posix()
+                                          for p in (ROOT / "configs").rglob("*.yaml")
+                                          if "search/" not in p.as_posix()))
+def test_every_fit_config_parses_and_instantiates(config, tmp_path):
+    text = (ROOT / config).read_text()
+    if "shared/data" in text and not shared_data_dir().is_dir():
+        pytest.skip("needs ../shared/data")
+    lines = text.splitlines()
+    assert lines[0].startswith("# ") and "lightning-nas" in text.split("\n\n")[0] or \
+        any("lightning-nas" in line for line in lines[:12]), "header must say how to run it"
+    extra = ["--model.arch", "DARTS_V2"] if "FixedArchitecture" in text else []
+    cli = run_lightning_cli(["--config", str(ROOT / config), *run_overrides(tmp_path), *extra],
+                            run=False)
+    assert cli.model.hparams.num_classes == cli.datamodule.num_classes
