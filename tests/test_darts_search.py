@@ -141,3 +141,19 @@ def test_same_seed_same_initial_alphas_regardless_of_global_rng():
     b = tiny_search(seed=7)
     assert torch.equal(a.alpha_normal, b.alpha_normal)
     assert not torch.equal(a.alpha_normal, tiny_search(seed=8).alpha_normal)
+
+
+def test_search_on_a_slice_of_the_real_cifar10_images(tmp_path):
+    from lightning_nas.data import ImageFolderDataModule, shared_data_dir
+
+    archive = shared_data_dir() / "cifar10" / "cifar10_jpg.zip"
+    if not archive.is_file():
+        pytest.skip("needs ../shared/data/cifar10/cifar10_jpg.zip")
+    data = ImageFolderDataModule(root=str(archive), max_per_class_train=4, max_per_class_test=2,
+                                 batch_size=10, search=True)
+    assert (data.num_classes, data.in_channels, data.image_size) == (10, 3, 32)
+    model = tiny_search(num_classes=10, order=2)
+    start = [a.detach().clone() for a in model.alphas]
+    trainer(tmp_path, 1).fit(model, data)
+    assert all(not torch.equal(a, s) for a, s in zip(model.alphas, start))
+    DartsSpace().validate(Arch.load(tmp_path / "arch.json"))
