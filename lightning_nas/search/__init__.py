@@ -45,4 +45,14 @@ __all__ = [
     "shared_data_dir",
     "space_size",
     "without_timing",
+    "TrainingEvaluator",
 ]
+
+
+def __getattr__(name: str):
+    # imported on first use: it pulls in Lightning and the strategies
+    if name == "TrainingEvaluator":
+        from lightning_nas.search.training import TrainingEvaluator
+
+        return TrainingEvaluator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,22 @@ gets the space linked in, so it is configured once)::
 
 ``--resume`` continues the search journaled in ``--run_dir``. The resolved config is saved
 as ``run_dir/config.yaml`` next to ``candidates.jsonl``, ``summary.json`` and ``arch.json``.
+
+Hardware-aware searches (see ``configs/search/digits_*.yaml``) add:
+
+* ``metric_hooks``: per-candidate metrics before evaluation, e.g. a
+  :class:`~lightning_nas.hardware.costs.CostHook` (params, FLOPs, latency median and spread
+  on ``device``). Its ``input_shape`` defaults to the evaluator's data (``(C, H, W)``) and
+  the network it measures is the one the evaluator trains (the data's classes/channels).
+* ``constraints``: hardware limits (``max_latency_ms``, ``max_params``, ``max_flops``); a
+  violating candidate is rejected before training and journaled with the reasons.
+* ``objective``: a metric name, or ``mnasnet_soft`` / ``mnasnet_hard`` / ``mnasnet`` (the
+  MnasNet reward, Tan et al. 2019, Eq. 2, with ``mnasnet.target_ms`` and, for ``mnasnet``,
+  ``mnasnet.alpha`` / ``mnasnet.beta``). Every ok record holds its value (``objective``).
+* ``pareto``: ``pareto.json`` / ``pareto.png`` of the ok records every ``every_n_trials``
+  and at the end (default objectives: accuracy max vs latency_ms min).
+* ``wandb``: ``--wandb true`` or a section (project, name, dir, mode): one W&B run for the
+  search (offline unless ``WANDB_MODE``/``mode`` says otherwise), resumed with the search.
 """
 
 from __future__ import annotations
@@ -15,16 +31,63 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from lightning_nas.hardware.objective import Constraints, MnasNetReward
 from lightning_nas.search.evaluators import Evaluator
+from lightning_nas.search.journal import Journal
 from lightning_nas.search.loop import MetricObjective, run_search
+from lightning_nas.search.report import (
+    ParetoOptions,
+    SearchReporter,
+    WandbOptions,
+    default_objectives,
+)
 from lightning_nas.search.samplers import Sampler
 from lightning_nas.spaces.base import SearchSpace
+
+#: ``--objective`` values that select the MnasNet reward instead of a metric.
+MNASNET_OBJECTIVES = ("mnasnet_soft", "mnasnet_hard", "mnasnet")
+
+
+@dataclass
+class MnasNetOptions:
+    """Settings of the MnasNet reward objective (``mnasnet:`` in the search YAML).
+
+    Attributes:
+        target_ms: target latency T in ms (per batch of the cost hook), required.
+        alpha: exponent when latency <= T (only for ``objective: mnasnet``; the soft
+            reward uses -0.07, the hard one 0).
+        beta: exponent when latency > T (``mnasnet`` only; soft -0.07, hard -1).
+        accuracy_key: metric holding the accuracy (default: the evaluator's primary metric).
+        latency_key: metric holding the latency in ms.
+    """
+
+    target_ms: float | None = None
+    alpha: float = -0.07
+    beta: float = -0.07
+    accuracy_key: str | None = None
+    latency_key: str = "latency_ms"
+
+
+class HardwareConstraint:
+    """Loop constraint over hook metrics: the violated limits of a hardware ``Constraints``."""
+
+    def __init__(self, constraints: Constraints):
+        self.constraints = constraints
+
+    def __call__(self, arch: Any, metrics: Mapping[str, Any]) -> list[str]:
+        return self.constraints.check(metrics)
+
+    def __repr__(self) -> str:
+        return repr(self.constraints)
 
 
 def build_parser() -> ArgumentParser:
@@ -52,12 +115,31 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--time_key", type=str | None, default=None,
                         help="metric holding each trial's (simulated) seconds for the budget")
     parser.add_argument("--objective", type=str | None, default=None,
-                        help="metric to optimise (default: the evaluator's primary metric)")
+                        help="metric to optimise (default: the evaluator's primary metric), or "
+                             "mnasnet_soft / mnasnet_hard / mnasnet for the MnasNet reward")
     parser.add_argument("--objective_mode", type=str, default="max", choices=["max", "min"])
+    parser.add_argument("--mnasnet", type=MnasNetOptions, default=MnasNetOptions(),
+                        help="MnasNet reward settings (target_ms, alpha, beta, keys)")
+    parser.add_argument("--metric_hooks", type=list[Callable], default=[],
+                        help="per-candidate metric hooks (class_path), e.g. "
+                             "lightning_nas.hardware.CostHook; run before evaluation")
+    parser.add_argument("--constraints", type=Constraints | None, default=None,
+                        help="hardware limits (max_latency_ms, max_params, max_flops); "
+                             "violating candidates are rejected before evaluation")
+    parser.add_argument("--pareto", type=ParetoOptions, default=ParetoOptions(),
+                        help="pareto.json/png report (objectives, every_n_trials, ...)")
+    parser.add_argument("--wandb", type=bool | WandbOptions, default=False,
+                        help="log the search to one W&B run: true, or a section with "
+                             "project/name/dir/mode (offline unless WANDB_MODE says otherwise)")
     parser.add_argument("--workers", type=int, default=0,
                         help="parallel evaluations (0 = inline in this process)")
     parser.add_argument("--executor", type=str, default="process",
                         choices=["process", "thread"], help="pool type when --workers > 0")
+    parser.add_argument("--start_method", type=str | None, default=None,
+                        choices=[None, "fork", "spawn", "forkserver"],
+                        help="how process-pool workers start (default: spawn where CUDA is "
+                             "available, since a forked child cannot use CUDA; else the "
+                             "platform's default)")
     parser.add_argument("--max_rejections", type=int, default=1000)
     parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
     return parser
@@ -72,6 +154,79 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def _resolve_objective(cfg: Any, evaluator: Any, hooks: Sequence[Any]
+                       ) -> tuple[Callable[[Mapping[str, Any]], float] | None, str, str | None]:
+    """``(objective or None for the default, its name, error message or None)``."""
+    from lightning_nas.hardware.costs import CostHook
+
+    primary = getattr(evaluator, "primary_metric", None) or "objective"
+    name = cfg.objective
+    if name in MNASNET_OBJECTIVES:
+        opts = cfg.mnasnet
+        if opts.target_ms is None:
+            return None, name, (f"objective {name} needs the target latency: set "
+                                "mnasnet.target_ms (ms per batch of the cost hook)")
+        costs = [h for h in hooks if isinstance(h, CostHook)]
+        if opts.latency_key == "latency_ms" and len(costs) == len(hooks) and \
+                not any(h.latency for h in costs):
+            return None, name, (f"objective {name} needs latency_ms: add a metric hook that "
+                                "measures it, e.g. lightning_nas.hardware.CostHook with "
+                                "latency: true")
+        keys = {"accuracy_key": opts.accuracy_key or primary, "latency_key": opts.latency_key}
+        try:
+            if name == "mnasnet_soft":
+                reward = MnasNetReward.soft(opts.target_ms, **keys)
+            elif name == "mnasnet_hard":
+                reward = MnasNetReward.hard(opts.target_ms, **keys)
+            else:
+                reward = MnasNetReward(opts.target_ms, alpha=opts.alpha, beta=opts.beta, **keys)
+        except ValueError as err:
+            return None, name, str(err)
+        return reward, reward.name, None
+    if name:
+        return MetricObjective(name, cfg.objective_mode), name, None
+    if cfg.objective_mode == "min":
+        return MetricObjective(primary, "min"), primary, None
+    return None, primary, None
+
+
+def _hardware_info(hooks: Sequence[Any]) -> dict[str, Any]:
+    """Where and how latency is measured (DESIGN.md convention 10), for the summary."""
+    from lightning_nas.hardware.costs import CostHook
+    from lightning_nas.hardware.latency import device_name
+
+    out: dict[str, Any] = {}
+    for hook in hooks:
+        if isinstance(hook, CostHook):
+            kw = hook.latency_kwargs
+            out = {"input_shape": list(hook.input_shape or ()), "latency": hook.latency,
+                   "batch_size": hook.batch_size, **kw}
+            if hook.latency:
+                try:
+                    out["hardware"] = device_name(kw.get("device") or "cpu")
+                except Exception as err:  # noqa: BLE001 - e.g. no CUDA here
+                    out["hardware"] = f"unknown ({type(err).__name__})"
+            break
+    return out
+
+
+def _unsatisfiable(err: RuntimeError, run_dir: Path, constraints: Constraints | None
+                   ) -> RuntimeError:
+    """A clearer error for a search whose candidates are all rejected."""
+    records = Journal(run_dir).read()
+    rejected = [r for r in records if r["status"] == "rejected"]
+    lines = [f"no candidate satisfies the constraints: {err}"]
+    if constraints is not None:
+        for key, limit in constraints.active.items():
+            seen = [float(r["metrics"][key]) for r in rejected
+                    if isinstance(r.get("metrics", {}).get(key), (int, float))]
+            if seen:
+                lines.append(f"  {key}: limit {limit:g}, smallest of {len(seen)} rejected "
+                             f"candidates {min(seen):g}")
+    lines.append(f"({len(rejected)} rejected records in {run_dir / 'candidates.jsonl'})")
+    return RuntimeError("\n".join(lines))
+
+
 def main_search(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the search, print and return a summary."""
     parser = build_parser()
@@ -81,45 +236,131 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
     init = instantiate(cfg)
     space, sampler, evaluator = init.space, init.sampler, init.evaluator
+    if getattr(evaluator, "space", False) is None:  # e.g. TrainingEvaluator: use the search's
+        evaluator.space = space
     eval_space = getattr(evaluator, "space", None)
     if isinstance(eval_space, SearchSpace) and eval_space.name != space.name:
         parser.error(f"the evaluator looks up {eval_space.name!r} architectures but the space is "
                      f"{space.name!r}")
+    hooks = list(init.metric_hooks or [])
+    for hook in hooks:  # cost hooks without an input shape measure the evaluator's input
+        if hasattr(hook, "input_shape") and hook.input_shape is None:
+            shape = getattr(evaluator, "input_shape", None)
+            if shape is None:
+                parser.error(f"metric hook {hook!r} has no input_shape and the evaluator "
+                             f"{type(evaluator).__name__} does not tell one; set "
+                             "init_args.input_shape, e.g. [3, 32, 32]")
+            hook.input_shape = tuple(shape)
+    constraints: Constraints | None = init.constraints
+    if constraints is not None and not constraints.active:
+        constraints = None
+    if constraints is not None and not hooks:
+        parser.error(f"constraints {constraints} need the metrics of a metric hook: add "
+                     "lightning_nas.hardware.CostHook to metric_hooks (latency: true for "
+                     "max_latency_ms)")
+    if constraints is not None and constraints.max_latency_ms is not None and all(
+            getattr(h, "latency", None) is False for h in hooks):
+        parser.error("constraints.max_latency_ms needs measured latency: give the CostHook "
+                     "in metric_hooks latency: true")
+    objective, objective_name, problem = _resolve_objective(cfg, evaluator, hooks)
+    if problem:
+        parser.error(problem)
+    primary = getattr(evaluator, "primary_metric", None) or objective_name
+    pareto_opts: ParetoOptions = init.pareto
+    pareto_objectives = pareto_opts.objectives or default_objectives(primary, hooks)
+    if pareto_opts.enabled is None:
+        pareto_opts.enabled = pareto_objectives is not None
+    if pareto_opts.enabled and not pareto_objectives:
+        pareto_objectives = {primary: "max"}
+    wandb_opts = init.wandb
+    if wandb_opts is True:
+        wandb_opts = WandbOptions()
+    elif wandb_opts is False:
+        wandb_opts = None
+
     seed = cfg.seed if cfg.seed is not None else sampler.seed
     run_dir = Path(cfg.run_dir or f"runs/search/{space.name}_{type(sampler).__name__}_seed{seed}")
+    if Journal(run_dir).exists() and not cfg.resume:
+        raise FileExistsError(f"{run_dir} already holds a search journal; pass --resume true to "
+                              "continue it, or use a new --run_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     config_name = "config.yaml" if not (cfg.resume and (run_dir / "config.yaml").exists()) \
         else "config.resume.yaml"
     parser.save(cfg, run_dir / config_name, overwrite=True)
+    hardware = _hardware_info(hooks)
+    reporter = SearchReporter(
+        run_dir, objective_name=objective_name, pareto=pareto_opts if pareto_opts.enabled
+        else None, objectives=pareto_objectives, wandb=wandb_opts,
+        config=yaml.safe_load(parser.dump(cfg, skip_none=False)), resume=cfg.resume,
+        extra_summary={f"latency_measurement/{k}": v for k, v in hardware.items()
+                       if isinstance(v, (int, float, str))})
 
     executor: Executor | None = None
     if cfg.workers > 0:
-        pool = ProcessPoolExecutor if cfg.executor == "process" else ThreadPoolExecutor
-        executor = pool(max_workers=cfg.workers)
-    objective = MetricObjective(cfg.objective, cfg.objective_mode) if cfg.objective else None
-    if objective is None and cfg.objective_mode == "min":
-        objective = MetricObjective(evaluator.primary_metric, "min")
+        if cfg.executor == "process":
+            import multiprocessing
+
+            import torch
+
+            method = cfg.start_method or ("spawn" if torch.cuda.is_available() else None)
+            executor = ProcessPoolExecutor(
+                max_workers=cfg.workers,
+                mp_context=multiprocessing.get_context(method) if method else None)
+        else:
+            executor = ThreadPoolExecutor(max_workers=cfg.workers)
+    build_network = getattr(evaluator, "network", None)
+    failed = True
     try:
-        result = run_search(space, sampler, evaluator, run_dir=run_dir,
-                            budget_trials=cfg.budget_trials, budget_seconds=cfg.budget_seconds,
-                            time_key=cfg.time_key, objective=objective, executor=executor,
-                            resume=cfg.resume, seed=cfg.seed, max_rejections=cfg.max_rejections,
-                            progress=cfg.progress)
+        try:
+            result = run_search(
+                space, sampler, evaluator, run_dir=run_dir, budget_trials=cfg.budget_trials,
+                budget_seconds=cfg.budget_seconds, time_key=cfg.time_key, objective=objective,
+                executor=executor, resume=cfg.resume, seed=cfg.seed,
+                max_rejections=cfg.max_rejections, progress=cfg.progress, metric_hooks=hooks,
+                constraint=HardwareConstraint(constraints) if constraints else None,
+                build_network=build_network if callable(build_network) else None,
+                on_record=reporter)
+        except RuntimeError as err:
+            if "rejected before evaluation" in str(err):
+                raise _unsatisfiable(err, run_dir, constraints) from err
+            raise
+        failed = False
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
+        reported = reporter.finish(failed=failed)
     summary = json.loads((run_dir / "summary.json").read_text())
     summary["run_dir"] = str(run_dir)
     summary["git_commit"] = _git_commit()
+    summary["objective_name"] = objective_name
+    if constraints is not None:
+        summary["constraints"] = constraints.active
+    if hardware:
+        summary["latency_measurement"] = hardware
+    if reported["pareto"] is not None:
+        p = reported["pareto"]
+        summary["pareto"] = {"objectives": p["objectives"], "hypervolume": p["hypervolume"],
+                             "front_size": len(p["front"]), "json": p["json_path"],
+                             "png": p["png_path"]}
+    if reported["wandb"] is not None:
+        summary["wandb"] = reported["wandb"]
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     best = result.best
     counts = result.counts()
     print(f"{counts['ok'] + counts['failed']} trials ({counts['failed']} failed, "
           f"{counts['rejected']} rejected) -> {run_dir}")
     if best:
-        print(f"best (trial {best['trial']}): {best['arch']}")
+        print(f"best (trial {best['trial']}, {objective_name} = {best['objective']:.4g}): "
+              f"{best['arch']}")
         print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in best["metrics"].items()))
+    if reported["pareto"] is not None:
+        p = reported["pareto"]
+        print(f"Pareto front: {len(p['front'])} of {p['n_candidates']} candidates "
+              f"({', '.join(f'{k} {v}' for k, v in p['objectives'].items())}) -> "
+              f"{p['json_path']}")
+    if reported["wandb"] is not None:
+        print(f"W&B run {reported['wandb']['id']} in {reported['wandb']['dir']}")
     ov = result.overhead
     if ov.get("n"):
         print(f"loop overhead per trial: median {ov['median']:.2f} ms, mean {ov['mean']:.2f} "

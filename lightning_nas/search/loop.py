@@ -12,9 +12,13 @@
   with its error and the search goes on (the sampler is told ``None``);
 * ``metric_hooks`` run per candidate before evaluation (``hook(arch, network_or_None) ->
   {metric: value}``, e.g. parameters, FLOPs, latency) and their metrics join the record;
-  a ``constraint(arch, hook_metrics) -> bool`` may reject the candidate before evaluation
-  (recorded as rejected, not counted in the trial budget), and so does ``space.validate``
-  (e.g. the space's ``max_params``);
+  a ``constraint(arch, hook_metrics)`` may reject the candidate before evaluation
+  (recorded as rejected with the reason, not counted in the trial budget), and so does
+  ``space.validate`` (e.g. the space's ``max_params``). The constraint returns a bool
+  (False = rejected) or a list of violated limits as readable reasons (empty = accepted),
+  as :class:`lightning_nas.hardware.objective.Constraints.check` does;
+* ``on_record(record)`` is called in the main process after every record is journaled
+  (e.g. to write a Pareto report or log to W&B every few trials);
 * trials can run in parallel through any ``concurrent.futures.Executor``. Results are told
   in trial order (the loop waits for the oldest trial in flight), so a search with the same
   seed and the same number of trials in flight is the same search however long each trial
@@ -46,7 +50,20 @@ from lightning_nas.search.samplers import Sampler
 from lightning_nas.spaces.base import Arch, ArchError, SearchSpace
 
 MetricHook = Callable[[Arch, Any], Mapping[str, Any]]
-Constraint = Callable[[Arch, Mapping[str, Any]], bool]
+#: ``(arch, hook_metrics) -> bool | list[str]``: False or a non-empty list of reasons rejects.
+Constraint = Callable[[Arch, Mapping[str, Any]], Any]
+
+
+def _constraint_reason(constraint: Constraint, arch: Arch,
+                       hook_metrics: Mapping[str, Any]) -> str | None:
+    """Why ``constraint`` rejects the candidate, or None when it accepts it."""
+    verdict = constraint(arch, hook_metrics)
+    if isinstance(verdict, (list, tuple)):
+        return "; ".join(map(str, verdict)) if verdict else None
+    if isinstance(verdict, str):
+        return verdict or None
+    return None if verdict else f"rejected by the constraint {constraint!r}"
+
 STATE_VERSION = 1
 
 
@@ -161,7 +178,9 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
                resume: bool = False, metric_hooks: Sequence[MetricHook] = (),
                constraint: Constraint | None = None, max_rejections: int = 1000,
                seed: int | None = None, progress: bool = True,
-               durable: bool = False) -> SearchResult:
+               durable: bool = False,
+               build_network: Callable[[Arch], Any] | None = None,
+               on_record: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
     """Run (or resume) a multi-trial search; see the module docstring for the behaviour.
 
     Args:
@@ -183,16 +202,23 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
             inline). Part of what makes a search reproducible, with the seed.
         resume: continue the search journaled in ``run_dir`` (a fresh start when empty).
         metric_hooks: ``hook(arch, network) -> metrics`` per candidate before evaluation;
-            the network is ``space.build(arch)``, built once per candidate when any hook
-            has ``needs_network`` true (the default), else None.
-        constraint: ``constraint(arch, hook_metrics) -> bool``; False rejects the candidate.
-            (A hardware ``Constraints`` object fits as ``lambda a, m: c.satisfied(m)``.)
+            the network is ``build_network(arch)`` (default ``space.build(arch)``), built
+            once per candidate when any hook has ``needs_network`` true (the default), else
+            None.
+        constraint: ``constraint(arch, hook_metrics) -> bool | list[str]``; False, or a
+            non-empty list of reasons, rejects the candidate. (A hardware ``Constraints``
+            object fits as ``lambda a, m: c.check(m)``.)
         max_rejections: rejected candidates in a row after which the search stops with
             an error (the constraint is probably unsatisfiable).
         seed: re-seed the sampler (``sampler.reset(seed)``) at the start of a fresh search;
             None keeps the sampler's own seed. On resume the saved state wins.
         progress: show a tqdm progress bar (trials done, best so far, time left).
         durable: fsync journal and state after every write.
+        build_network: ``arch -> nn.Module`` for the hooks, e.g. the network as the
+            evaluator trains it (the data set's classes and channels); default
+            ``space.build``.
+        on_record: called with every record once it is journaled (replayed ones on resume
+            included), in the main process.
 
     Returns:
         a :class:`SearchResult`.
@@ -222,7 +248,9 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
         width = max_in_flight or getattr(executor, "_max_workers", None) or 1
     if width < 1:
         raise ValueError(f"max_in_flight must be >= 1, got {width}")
-    build_network = any(getattr(h, "needs_network", True) for h in metric_hooks)
+    needs_network = any(getattr(h, "needs_network", True) for h in metric_hooks)
+    if build_network is None:
+        build_network = space.build
 
     journal = Journal(run_dir, durable=durable)
     records: list[dict[str, Any]] = []
@@ -308,6 +336,10 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
             rec["traceback"] = tb
         return rec
 
+    def notify(rec: dict[str, Any]) -> None:
+        if on_record is not None:
+            on_record(rec)
+
     bar = tqdm(total=budget_trials, initial=n_evaluated, disable=not progress, unit="trial",
                desc=f"search {space.name}/{type(sampler).__name__}", dynamic_ncols=True)
 
@@ -351,6 +383,7 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
                                            f"{arch_str!r} (was the sampler changed?)")
                     sampler.tell(arch, None)
                     records.append(rec)
+                    notify(rec)
                     if rec["status"] == "rejected":
                         rejections_in_row += 1
                     else:
@@ -364,7 +397,7 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
                 if reason is None and metric_hooks:
                     h0 = time.perf_counter()
                     try:
-                        network = space.build(arch) if build_network else None
+                        network = build_network(arch) if needs_network else None
                         for hook in metric_hooks:
                             hook_metrics.update({str(k): _scalar(v)
                                                  for k, v in hook(arch, network).items()})
@@ -372,9 +405,11 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
                         hook_error = f"metric hook failed: {type(err).__name__}: {err}"
                     hook_seconds = time.perf_counter() - h0
                 t1 = time.perf_counter()
-                if (reason is None and hook_error is None and constraint is not None
-                        and not constraint(arch, hook_metrics)):
-                    reason = f"rejected by the constraint {constraint!r}"
+                if reason is None and hook_error is None and constraint is not None:
+                    try:
+                        reason = _constraint_reason(constraint, arch, hook_metrics)
+                    except Exception as err:  # noqa: BLE001 - e.g. a metric it needs is missing
+                        hook_error = f"constraint failed: {type(err).__name__}: {err}"
                 if reason is not None or hook_error is not None:
                     status = "rejected" if reason is not None else "failed"
                     t2 = time.perf_counter()
@@ -391,6 +426,7 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
                     s0 = time.perf_counter()
                     save_state()
                     overheads.append(overhead + time.perf_counter() - s0)
+                    notify(rec)
                     if status == "failed":
                         n_evaluated += 1
                         rejections_in_row = 0
@@ -453,6 +489,7 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
                 s0 = time.perf_counter()
                 save_state()
                 overheads.append(overhead + time.perf_counter() - s0)
+            notify(rec)
             n_evaluated += 1
             if time_key and rec["status"] != "rejected":
                 simulated += float(rec["metrics"].get(time_key) or 0.0)

@@ -1,0 +1,392 @@
+"""Evaluate an architecture by training it: the multi-trial search's real evaluator.
+
+:class:`TrainingEvaluator` builds the standalone network of an architecture through
+:class:`~lightning_nas.strategies.fixed.FixedArchitecture`, trains it with a Lightning
+``Trainer`` for a few epochs on a data module with a held-out validation split
+(``val_fraction > 0``) and returns the *validation* metrics (the search never sees the test
+split; it can be reported with ``test=True``, never searched on)::
+
+    evaluator = TrainingEvaluator(DigitsDataModule(val_fraction=0.2), epochs=3,
+                                  space=NB201Space(channels=8, cells_per_stage=1))
+    evaluator(arch)  # {"accuracy": 87.2, "val_loss": 0.41, "train_seconds": 2.3, ...}
+
+Units: ``accuracy`` is in **percent** (0..100) by default, like the NAS-Bench-201 numbers of
+:class:`~lightning_nas.search.evaluators.TabularEvaluator`, so objectives, constraints and
+Pareto plots read the same for both evaluators; ``accuracy_unit="fraction"`` gives 0..1.
+Losses are mean cross-entropy per sample (nats), times are wall-clock seconds.
+
+Determinism: every trial starts from the same seed (``seed``: network initialisation, global
+RNGs for drop-path), on a fresh copy of the data module whose sampling order and
+augmentation are functions of the data module's own seed and the epoch. The same
+architecture therefore gets the same metrics in any order, in any process (on the same
+hardware and software; pass ``trainer={"deterministic": True}`` for bit-exact GPU runs).
+
+Process pools: the evaluator pickles without the data module's loaded arrays (each worker
+loads the data itself), the optimiser factory from YAML is a picklable ``functools.partial``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import math
+import random
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from lightning_nas.search.evaluators import Evaluator
+from lightning_nas.spaces.base import Arch, SearchSpace
+from lightning_nas.strategies.darts import OptimizerFactory, paper_weight_optimizer
+
+__all__ = ["TrainingEvaluator"]
+
+#: Trainer arguments the evaluator owns (set them through its own arguments).
+_OWN_TRAINER_KEYS = ("max_epochs", "callbacks", "logger", "enable_checkpointing",
+                     "default_root_dir")
+#: Data-module attributes that hold per-fit state (reset on every trial's copy).
+_PER_FIT_STATE = {"_aug_epoch": -1, "_aug_count": dict}
+#: Data-module attributes that hold loaded arrays (left out of the pickle).
+_LOADED = {"_train_set": None, "_test_set": None, "_splits": dict, "_stat_cache": dict}
+_QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning_fabric",
+                  "pytorch_lightning", "lightning_nas")
+
+
+def _reset(obj: Any, attrs: Mapping[str, Any]) -> None:
+    for name, value in attrs.items():
+        if name in vars(obj):
+            setattr(obj, name, value() if callable(value) else value)
+
+
+@contextmanager
+def _quiet(enabled: bool):
+    """Silence Lightning's per-fit info lines and the 'few workers' hint for one trial."""
+    if not enabled:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@contextmanager
+def _seeded(seed: int):
+    """Seed Python, NumPy and torch (CPU + CUDA) for one trial; restore the states after."""
+    py, np_state, cpu = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and \
+        torch.cuda.is_initialized() else None
+    try:
+        L.seed_everything(seed, workers=False, verbose=False)
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(np_state)
+        torch.random.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def _metric(metrics: Mapping[str, Any], key: str) -> float | None:
+    value = metrics.get(key)
+    if value is None:
+        return None
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+class TrainingEvaluator(Evaluator):
+    """Train each architecture for a few epochs and return its validation metrics.
+
+    Args:
+        data: the data module (``class_path``/``init_args`` in YAML), with
+            ``val_fraction > 0`` so validation uses held-out training images, and the
+            attributes ``num_classes`` and ``in_channels`` (every lightning-nas data
+            module has them).
+        space: the space that builds the networks; the search CLI links in the search's
+            space when this is left out.
+        epochs: training epochs per trial (>= 1).
+        weight_optimizer: optimiser factory (``class_path: torch.optim.SGD`` in YAML);
+            cosine schedule over ``epochs`` to ``model["lr_min"]``.
+        model: further :class:`~lightning_nas.strategies.fixed.FixedArchitecture` arguments
+            (``drop_path_prob``, ``grad_clip``, ``label_smoothing``, ``auxiliary_weight``,
+            ``lr_min``, ``init_from``).
+        trainer: further ``lightning.Trainer`` arguments as plain values (``accelerator``,
+            ``devices``, ``precision``, ``limit_train_batches``, ``deterministic`` ...).
+            Defaults: ``devices=1``, no progress bar, no model summary, no sanity check.
+        callbacks: extra Lightning callbacks for every trial's trainer (the same instances
+            each trial). A callback that stops the trial early and then exposes a
+            prediction of the final value (``predicted_final``, or ``stopped`` plus
+            ``final_estimate`` as
+            :class:`~lightning_nas.callbacks.early_stopping.LearningCurveEarlyStopping`)
+            has that prediction reported as ``accuracy``; the record then holds
+            ``early_stopped = True`` and ``observed_accuracy``. The prediction is read in
+            the unit of the monitored metric, ``val/acc`` (a fraction), and converted.
+        test: also evaluate on the test split and report ``test_accuracy`` / ``test_loss``
+            (for reporting; never searched on).
+        seed: seed of every trial (network initialisation and global RNGs).
+        accuracy_unit: ``"percent"`` (0..100, as the NB201 table) or ``"fraction"``.
+        save_dir: ``None`` (default) writes nothing per trial; a folder gets one subfolder
+            per architecture (``<save_dir>/<arch digest>``) with a CSV log and the last
+            checkpoint.
+        num_threads: torch intra-op threads while training (``None`` keeps the setting).
+        quiet: silence Lightning's per-trial info lines.
+
+    Returns per call: ``accuracy`` (last-epoch validation accuracy, or the early-stopping
+    prediction), ``val_loss``, ``best_accuracy`` (best epoch), ``train_loss``,
+    ``train_accuracy``, ``epochs`` (completed), ``early_stopped``, ``train_seconds``
+    (wall clock of ``fit``), ``trained_params``, and with ``test=True`` ``test_accuracy``
+    and ``test_loss``.
+    """
+
+    primary_metric = "accuracy"
+
+    def __init__(self, data: L.LightningDataModule, *, space: SearchSpace | None = None,
+                 epochs: int = 1, weight_optimizer: OptimizerFactory = paper_weight_optimizer,
+                 model: dict[str, Any] | None = None, trainer: dict[str, Any] | None = None,
+                 callbacks: list[Callback] | None = None, test: bool = False, seed: int = 0,
+                 accuracy_unit: str = "percent", save_dir: str | None = None,
+                 num_threads: int | None = None, quiet: bool = True):
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+        if accuracy_unit not in ("percent", "fraction"):
+            raise ValueError(f"accuracy_unit must be 'percent' or 'fraction', got "
+                             f"{accuracy_unit!r}")
+        for attr in ("num_classes", "in_channels"):
+            if not isinstance(getattr(data, attr, None), int):
+                raise TypeError(f"the data module {type(data).__name__} has no int attribute "
+                                f"{attr!r}; TrainingEvaluator needs num_classes and in_channels")
+        if getattr(data, "search", False):
+            raise ValueError("the data module is in search mode (bilevel halves); give it "
+                             "search=False and val_fraction > 0")
+        if getattr(data, "val_fraction", None) == 0:
+            raise ValueError(
+                f"{type(data).__name__} has val_fraction=0, so its validation split would be "
+                "the test split; give it val_fraction > 0 (e.g. 0.2) so the search selects "
+                "on held-out training images")
+        from lightning_nas.strategies.fixed import FixedArchitecture
+
+        accepted = set(inspect.signature(FixedArchitecture).parameters)
+        owned = {"arch", "space", "num_classes", "in_channels", "weight_optimizer", "seed"}
+        model = dict(model or {})
+        bad = sorted(set(model) - (accepted - owned))
+        if bad:
+            raise ValueError(f"model has argument(s) {bad} that TrainingEvaluator sets itself "
+                             f"or FixedArchitecture does not take; allowed: "
+                             f"{sorted(accepted - owned)}")
+        trainer = dict(trainer or {})
+        bad = sorted(set(trainer) & set(_OWN_TRAINER_KEYS))
+        if bad:
+            raise ValueError(f"trainer has {bad}; use the evaluator's epochs / callbacks / "
+                             "save_dir arguments instead")
+        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+            raise ValueError(f"num_threads must be an int >= 1 or None, got {num_threads!r}")
+        self.data = data
+        self.space = space
+        self.epochs = epochs
+        self.weight_optimizer = weight_optimizer
+        self.model_kwargs = model
+        self.trainer_kwargs = trainer
+        self.callbacks = list(callbacks or [])
+        self.test = bool(test)
+        self.seed = int(seed)
+        self.accuracy_unit = accuracy_unit
+        self.save_dir = save_dir
+        self.num_threads = num_threads
+        self.quiet = quiet
+        self._data_ready = False
+
+    # -- pickling: leave the loaded arrays behind ------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        data = copy.copy(self.data)
+        data.__dict__ = dict(data.__dict__)
+        _reset(data, _LOADED)
+        _reset(data, _PER_FIT_STATE)
+        if "trainer" in vars(data):
+            data.trainer = None
+        state["data"] = data
+        state["_data_ready"] = False
+        return state
+
+    # -- helpers ---------------------------------------------------------------------------
+    @property
+    def scale(self) -> float:
+        """Factor from a fraction to the reported accuracy unit (100 or 1)."""
+        return 100.0 if self.accuracy_unit == "percent" else 1.0
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """One sample's shape ``(C, H, W)``, when the data module tells its image size."""
+        size = getattr(self.data, "image_size", None)
+        if isinstance(size, int):
+            return (int(self.data.in_channels), size, size)
+        if isinstance(size, Sequence) and len(size) == 2:
+            return (int(self.data.in_channels), int(size[0]), int(size[1]))
+        return None
+
+    def _space(self) -> SearchSpace:
+        if self.space is None:
+            raise ValueError("TrainingEvaluator has no space: pass space=, or run it through "
+                             "`lightning-nas search`, which links in the search's space")
+        return self.space
+
+    def build_kwargs(self) -> dict[str, Any]:
+        """The network options that come from the data (classes, input channels)."""
+        accepted = inspect.signature(self._space().build).parameters
+        kwargs = {"num_classes": int(self.data.num_classes),
+                  "in_channels": int(self.data.in_channels)}
+        if any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+            return kwargs
+        return {k: v for k, v in kwargs.items() if k in accepted}
+
+    def network(self, arch: Arch) -> torch.nn.Module:
+        """The standalone network this evaluator trains (for cost hooks: params, latency)."""
+        return self._space().build(arch, **self.build_kwargs())
+
+    def _fresh_data(self) -> L.LightningDataModule:
+        """A per-trial copy of the data module sharing the loaded arrays, fit state reset."""
+        if not self._data_ready:
+            self.data.prepare_data()
+            self.data.setup("fit")
+            self._data_ready = True
+        data = copy.copy(self.data)
+        data.__dict__ = dict(data.__dict__)
+        _reset(data, _PER_FIT_STATE)
+        if "trainer" in vars(data):
+            data.trainer = None
+        return data
+
+    def _prediction(self) -> float | None:
+        """The final value predicted by a callback that stopped the trial early, if any."""
+        for cb in self.callbacks:
+            value = getattr(cb, "predicted_final", None)
+            if value is None and getattr(cb, "stopped", False) is True:
+                value = getattr(cb, "final_estimate", None)
+            if value is not None:
+                value = float(value)
+                if math.isfinite(value):
+                    return value
+        return None
+
+    # -- the evaluation --------------------------------------------------------------------
+    def __call__(self, arch: Arch) -> dict[str, float]:
+        from lightning_nas.strategies.fixed import FixedArchitecture
+
+        space = self._space()
+        arch = space.validate(arch)
+        arch_str = space.to_string(arch)
+        old_threads = torch.get_num_threads()
+        try:
+            if self.num_threads is not None:
+                torch.set_num_threads(self.num_threads)
+            with _quiet(self.quiet), _seeded(self.seed), tempfile.TemporaryDirectory() as tmp:
+                data = self._fresh_data()
+                module = FixedArchitecture(arch=arch_str, space=space,
+                                           num_classes=int(data.num_classes),
+                                           in_channels=int(data.in_channels),
+                                           weight_optimizer=self.weight_optimizer,
+                                           seed=self.seed, **self.model_kwargs)
+                curve = _ValCurve()
+                trainer = L.Trainer(**self._trainer_args(arch, tmp, curve))
+                start = time.perf_counter()
+                trainer.fit(module, datamodule=data)
+                seconds = time.perf_counter() - start
+                fitted = {k: v for k, v in trainer.callback_metrics.items()}
+                tested = {}
+                if self.test:
+                    tested = trainer.test(module, datamodule=data, verbose=False)[0]
+        finally:
+            if self.num_threads is not None:
+                torch.set_num_threads(old_threads)
+        return self._metrics(module, trainer, fitted, tested, curve, seconds)
+
+    def _trainer_args(self, arch: Arch, tmp: str, curve: Callback) -> dict[str, Any]:
+        args: dict[str, Any] = {"devices": 1, "enable_progress_bar": False,
+                                "enable_model_summary": False, "num_sanity_val_steps": 0,
+                                "check_val_every_n_epoch": 1}
+        args.update(self.trainer_kwargs)
+        args["max_epochs"] = self.epochs
+        args["callbacks"] = [*self.callbacks, curve]
+        if self.save_dir is None:
+            args.update(logger=False, enable_checkpointing=False, default_root_dir=tmp)
+        else:
+            from lightning.pytorch.callbacks import ModelCheckpoint
+            from lightning.pytorch.loggers import CSVLogger
+
+            folder = Path(self.save_dir) / arch.digest[:16]
+            args.update(default_root_dir=str(folder),
+                        logger=CSVLogger(str(folder), name="", version=""))
+            args["callbacks"].append(ModelCheckpoint(dirpath=str(folder / "checkpoints"),
+                                                     save_last=True, save_top_k=0))
+        return args
+
+    def _metrics(self, module: Any, trainer: L.Trainer, fitted: Mapping[str, Any],
+                 tested: Mapping[str, Any], curve: _ValCurve, seconds: float
+                 ) -> dict[str, float]:
+        val_acc = _metric(fitted, "val/acc")
+        if val_acc is None:
+            raise RuntimeError("the trial logged no validation accuracy ('val/acc'): does the "
+                               "trainer validate (check_val_every_n_epoch, limit_val_batches)?")
+        epochs_done = int(trainer.current_epoch)
+        train_acc = _metric(fitted, "train/acc")
+        out: dict[str, Any] = {
+            "accuracy": val_acc * self.scale,
+            "val_loss": _metric(fitted, "val/loss"),
+            "best_accuracy": max(curve.values) * self.scale if curve.values else None,
+            "train_loss": _metric(fitted, "train/loss_epoch"),
+            "train_accuracy": train_acc * self.scale if train_acc is not None else None,
+            "epochs": epochs_done,
+            "early_stopped": epochs_done < self.epochs,
+            "train_seconds": seconds,
+            "trained_params": sum(p.numel() for p in module.net.parameters()),
+        }
+        predicted = self._prediction()
+        if predicted is not None and epochs_done < self.epochs:
+            out["observed_accuracy"] = out["accuracy"]
+            # the prediction is in the monitored metric's unit: FixedArchitecture's val/acc
+            # is a fraction
+            out["accuracy"] = predicted * self.scale
+        if self.test:
+            test_acc = _metric(tested, "test/acc")
+            out["test_accuracy"] = test_acc * self.scale if test_acc is not None else None
+            out["test_loss"] = _metric(tested, "test/loss")
+        return {k: v for k, v in out.items() if v is not None}
+
+    def __repr__(self) -> str:
+        space = self.space.name if self.space is not None else None
+        return (f"TrainingEvaluator({type(self.data).__name__}, space={space!r}, "
+                f"epochs={self.epochs}, seed={self.seed})")
+
+
+class _ValCurve(Callback):
+    """Validation accuracy (fraction) after every validation epoch of one trial."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = _metric(trainer.callback_metrics, "val/acc")
+        if value is not None:
+            self.values.append(value)
