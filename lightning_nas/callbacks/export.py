@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,7 @@ class ArchExport(Callback):
         if hasattr(pl_module, "arch_summary"):
             extras = pl_module.arch_summary()
         record = {"epoch": trainer.current_epoch, "step": trainer.global_step,
+                  "wall_time": time.time(),  # s since the epoch (Unix time), for epoch times
                   self.monitor: value, "string": text, **arch.to_dict(), **extras}
         with open(folder / "history.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
