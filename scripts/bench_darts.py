@@ -36,8 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "first": {"order": 1},
     "second": {"order": 2},
-    "first-no-recompute": {"order": 1, "checkpoint_edges": False},
-    "first-nchw": {"order": 1, "channels_last": False, "checkpoint_edges": False},
+    "first-no-recompute": {"order": 1, "checkpoint_cells": 0},
+    "first-recompute-all": {"order": 1, "checkpoint_cells": 8},
+    "first-nchw": {"order": 1, "channels_last": False, "checkpoint_cells": 0},
 }
 
 

@@ -24,7 +24,7 @@ def tiny_search_args(run: Path) -> list[str]:
             "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
             "--trainer.limit_val_batches", "1", "--model.init_args.channels", "4",
             "--model.init_args.layers", "3", "--model.init_args.warmup_epochs", "0",
-            "--model.init_args.checkpoint_edges", "false"]
+            "--model.init_args.checkpoint_cells", "0"]
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ class GatherAlphas(Callback):
 
 def test_ddp_alphas_identical_on_both_ranks_and_only_rank0_writes(tmp_path):
     model = DartsSearch(num_classes=4, in_channels=3, channels=4, layers=3, seed=0,
-                        checkpoint_edges=False, channels_last=False)
+                        checkpoint_cells=0, channels_last=False)
     init = torch.stack([a.detach().clone() for a in model.alphas])
     data = SyntheticDataModule(num_classes=4, in_channels=3, image_size=8, train_size=64,
                                test_size=16, batch_size=8, search=True, seed=0, hflip=True)

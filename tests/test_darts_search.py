@@ -21,7 +21,7 @@ def tiny_data(**kwargs) -> SyntheticDataModule:
 
 def tiny_search(**kwargs) -> DartsSearch:
     options = dict(num_classes=4, in_channels=3, channels=4, layers=3, seed=0,
-                   checkpoint_edges=False, channels_last=False)
+                   checkpoint_cells=0, channels_last=False)
     return DartsSearch(**{**options, **kwargs})
 
 

@@ -10,7 +10,7 @@ def _tiny_search(xi: float) -> DartsSearch:
     # A finite-difference step far below the paper's 0.01 keeps every ReLU / max-pool on the
     # same side of its kink, so in float64 the estimate must match autograd to ~1e-6.
     model = DartsSearch(num_classes=3, in_channels=3, channels=2, layers=3, order=2,
-                        unrolled_lr=xi, hessian_epsilon=1e-7, checkpoint_edges=False, channels_last=False, seed=1)
+                        unrolled_lr=xi, hessian_epsilon=1e-7, checkpoint_cells=0, channels_last=False, seed=1)
     model = model.double()
     with torch.no_grad():  # alphas away from uniform so the softmax Jacobian is not degenerate
         for a in model.alphas:

@@ -180,7 +180,7 @@ def test_derive_genotype_keeps_top_two_edges_by_strongest_non_none_op():
 
 
 def test_supernet_output_and_alpha_shapes():
-    net = DartsSupernet(num_classes=7, channels=4, layers=3, checkpoint_edges=False,
+    net = DartsSupernet(num_classes=7, channels=4, layers=3, checkpoint_cells=0,
                         channels_last=False)
     w = torch.softmax(torch.zeros(net.num_edges, len(PRIMITIVES)), -1)
     assert net(torch.randn(2, 3, 16, 16), w, w).shape == (2, 7)
@@ -189,9 +189,9 @@ def test_supernet_output_and_alpha_shapes():
 
 def test_supernet_checkpointing_and_channels_last_do_not_change_the_math():
     torch.manual_seed(0)
-    plain = DartsSupernet(num_classes=3, channels=4, layers=3, checkpoint_edges=False,
+    plain = DartsSupernet(num_classes=3, channels=4, layers=3, checkpoint_cells=0,
                           channels_last=False)
-    fast = DartsSupernet(num_classes=3, channels=4, layers=3)
+    fast = DartsSupernet(num_classes=3, channels=4, layers=3, checkpoint_cells=3)
     fast.load_state_dict(plain.state_dict())
     alpha = torch.randn(14, len(PRIMITIVES), requires_grad=True)
     x = torch.randn(4, 3, 8, 8)
@@ -208,3 +208,37 @@ def test_evaluation_cell_with_drop_path_keeps_identity_edges():
     net.train()
     out, aux = net(torch.randn(2, 3, 8, 8))
     assert out.shape == (2, 10) and aux is None
+
+
+def test_mixed_op_equals_the_weighted_sum_of_the_paper_ops():
+    """MixedOp (shared ReLU, 'none' skipped) against the plain formula sum_k w_k * op_k(x)
+    with the standard ops (non-affine BN, batch statistics), values and alpha gradients."""
+    from lightning_nas.spaces.darts import MixedOp
+    from lightning_nas.spaces.ops import DARTS_OPS
+
+    torch.manual_seed(0)
+    for stride in (1, 2):
+        mixed = MixedOp(6, stride, PRIMITIVES)
+        reference = {}
+        for name in PRIMITIVES:
+            op = DARTS_OPS[name](6, stride, False)
+            if "pool" in name:
+                op = torch.nn.Sequential(op, torch.nn.BatchNorm2d(6, affine=False))
+            reference[name] = op
+        # copy MixedOp's conv weights into the reference ops, in module order
+        for k, body in zip(mixed.index, mixed.ops):
+            src = [m for m in body.modules() if isinstance(m, torch.nn.Conv2d)]
+            dst = [m for m in reference[PRIMITIVES[k]].modules() if isinstance(m, torch.nn.Conv2d)]
+            assert len(src) == len(dst)
+            for a, b in zip(src, dst):
+                b.weight.data.copy_(a.weight.data)
+        x = torch.randn(4, 6, 8, 8)
+        alpha = torch.randn(len(PRIMITIVES), requires_grad=True)
+        got = mixed(x, alpha.softmax(-1))
+        expected = sum(alpha.softmax(-1)[k] * reference[name](x)
+                       for k, name in enumerate(PRIMITIVES))
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        g = torch.randn(got.shape)
+        torch.testing.assert_close(torch.autograd.grad((got * g).sum(), alpha)[0],
+                                   torch.autograd.grad((expected * g).sum(), alpha)[0],
+                                   rtol=1e-4, atol=1e-5)

@@ -399,8 +399,7 @@ class SearchCell(nn.Module):
     """A cell with a MixedOp on every edge j -> i (j < i): 2 + 3 + ... + (steps + 1) edges.
 
     With ``checkpoint_edges`` each MixedOp's activations are recomputed in the backward pass
-    instead of stored: measured on 2 CPU cores at the paper's search configuration, peak
-    memory falls about 5x for about 20% more time per step (scripts/bench_darts.py).
+    instead of stored (see ``DartsSupernet``'s ``checkpoint_cells``).
     """
 
     def __init__(self, steps: int, multiplier: int, c_pp: int, c_p: int, c: int,
@@ -445,6 +444,12 @@ class DartsSupernet(nn.Module):
     softmaxed (num_edges, num_primitives) matrices. Returns logits (B, num_classes).
 
     BN layers are non-affine and use batch statistics only (see ``_batch_stats_only``).
+    ``checkpoint_cells``: the first N cells recompute their MixedOp activations in backward
+    instead of storing them (None: the cells before the second reduction, 2 * layers // 3,
+    which hold most of the activation memory; 0: none). At the paper's search configuration
+    on 2 CPU cores (1 thread, scripts/bench_darts.py and docs/architecture.md) a first-order
+    step costs 8.1 s / 10.2 GB with none, 10.1 s / 3.9 GB with the default 5 of 8, 11.0 s /
+    3.5 GB with all.
     ``channels_last`` keeps activations NHWC, which runs the depthwise convs through oneDNN
     on CPU (about 1.8x faster per step on 2 cores) and suits tensor cores on GPU.
     """
@@ -452,8 +457,13 @@ class DartsSupernet(nn.Module):
     def __init__(self, *, num_classes: int, channels: int = 16, layers: int = 8,
                  steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
                  in_channels: int = 3, primitives: Sequence[str] = PRIMITIVES,
-                 checkpoint_edges: bool = True, channels_last: bool = True):
+                 checkpoint_cells: int | None = None, channels_last: bool = True):
         super().__init__()
+        if checkpoint_cells is None:
+            checkpoint_cells = 2 * layers // 3
+        if not 0 <= checkpoint_cells <= layers:
+            raise ValueError(f"checkpoint_cells must be in 0..{layers} (or None), got "
+                             f"{checkpoint_cells}")
         self.channels_last = channels_last
         if layers < 3:
             raise ValueError(f"a DARTS supernet needs at least 3 cells, got layers={layers}")
@@ -473,7 +483,7 @@ class DartsSupernet(nn.Module):
             if reduction:
                 c_curr *= 2
             cell = SearchCell(steps, multiplier, c_pp, c_p, c_curr, reduction, reduction_prev,
-                              self.primitives, checkpoint_edges)
+                              self.primitives, checkpoint_edges=i < checkpoint_cells)
             self.cells.append(cell)
             reduction_prev = reduction
             c_pp, c_p = c_p, multiplier * c_curr

@@ -74,7 +74,8 @@ class DartsSearch(L.LightningModule):
             (0.01 in the paper). Activations with kinks (ReLU, max-pool) make the estimate
             depend on it; the test checks the formula exactly with a tiny step in float64.
         loss: the training criterion; cross-entropy by default.
-        checkpoint_edges: recompute MixedOp activations in backward (about 5x less memory).
+        checkpoint_cells: the first N supernet cells recompute their activations in backward
+            (None: 2 * layers // 3, the large early cells; 0: none); trades time for memory.
         channels_last: NHWC activations (faster depthwise convs on CPU).
         seed: seeds the alphas and supernet initialisation (the strategy owns its RNG).
     """
@@ -96,7 +97,7 @@ class DartsSearch(L.LightningModule):
         unrolled_lr: float | None = None,
         hessian_epsilon: float = 0.01,
         loss: nn.Module | None = None,
-        checkpoint_edges: bool = True,
+        checkpoint_cells: int | None = None,
         channels_last: bool = True,
         seed: int = 0,
     ):
@@ -127,7 +128,7 @@ class DartsSearch(L.LightningModule):
             torch.manual_seed(seed)
             self.supernet = DartsSupernet(
                 num_classes=num_classes, in_channels=in_channels, channels=channels,
-                layers=layers, steps=self.space.steps, checkpoint_edges=checkpoint_edges,
+                layers=layers, steps=self.space.steps, checkpoint_cells=checkpoint_cells,
                 channels_last=channels_last,
             )
             shape = (self.supernet.num_edges, len(self.supernet.primitives))
