@@ -213,3 +213,36 @@ def test_search_configs_parse_and_instantiate(name):
     assert isinstance(init.evaluator, TrainingEvaluator)
     assert init.metric_hooks and init.metric_hooks[0].latency
     assert cfg.budget_trials and cfg.run_dir
+
+
+def test_learning_curve_early_stopping_inside_the_evaluator():
+    from lightning_nas.callbacks import LearningCurveEarlyStopping
+    from lightning_nas.data import SyntheticDataModule
+
+    space = NB201Space(channels=4, cells_per_stage=1)
+    data = SyntheticDataModule(num_classes=4, in_channels=3, image_size=8, train_size=96,
+                               test_size=16, batch_size=16, val_fraction=0.25, seed=0)
+    # threshold 0.99: stop unless the curve almost surely beats the best completed trial;
+    # remember_best=False: the best so far can only come from the evaluator
+    stopper = LearningCurveEarlyStopping(min_epochs=3, threshold=0.99, remember_best=False)
+    evaluator = TrainingEvaluator(
+        data, space=space, epochs=5, callbacks=[stopper],
+        weight_optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9))
+    good = space.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|"
+                       "+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+    weak = space.parse("|avg_pool_3x3~0|+|avg_pool_3x3~0|none~1|"
+                       "+|none~0|none~1|avg_pool_3x3~2|")
+
+    first = evaluator(good)  # nothing to beat yet: runs to the end
+    assert first["epochs"] == 5 and first["early_stopped"] is False
+    assert "observed_accuracy" not in first
+    assert evaluator.best_fraction == pytest.approx(first["accuracy"] / 100)
+
+    second = evaluator(weak)
+    assert stopper.best_so_far == pytest.approx(first["accuracy"] / 100)  # fraction units
+    assert stopper.stopped and second["early_stopped"] is True
+    assert second["epochs"] == stopper.stopped_epoch < 5
+    assert second["accuracy"] == pytest.approx(stopper.final_estimate * 100)
+    assert 0.0 <= second["observed_accuracy"] <= 100.0
+    # a stopped trial's prediction does not become the best so far
+    assert evaluator.best_fraction == pytest.approx(first["accuracy"] / 100)

@@ -24,7 +24,7 @@ from lightning_nas.search.samplers import (
     one_hot_batch,
     space_size,
 )
-from lightning_nas.search.surrogate import MLPEnsemble
+from lightning_nas.search.surrogate import MLPEnsemble, PredictorSurrogate
 
 __all__ = [
     "BayesianOptimization",
@@ -32,6 +32,7 @@ __all__ = [
     "Journal",
     "MLPEnsemble",
     "MetricObjective",
+    "PredictorSurrogate",
     "RandomSampler",
     "RegularizedEvolution",
     "Reinforce",

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from lightning_nas.search.surrogate import MLPEnsemble
+from lightning_nas.search.surrogate import MLPEnsemble, PredictorSurrogate
 from lightning_nas.spaces.base import Arch, SearchSpace
 
 #: Spaces up to this size are enumerated to find an unseen architecture when random draws
@@ -267,6 +267,15 @@ class BayesianOptimization(Sampler):
         random_candidates: uniformly random candidates added to the pool.
         retrain_every: refit the surrogate when this many new results have arrived since the
             last fit (1 = before every model-based ask; larger is cheaper).
+        surrogate: ``None`` (default) for the :class:`MLPEnsemble` above, or a factory
+            called on every reset with the one-hot width ``in_dim``, returning an object with
+            ``fitted``, ``fit(x, y, generator)``, ``predict(x) -> (E, N)`` (E >= 1 samples
+            whose mean and std over dim 0 are the prediction), ``state_dict`` and
+            ``load_state_dict``; ``x`` holds one-hot rows (:func:`one_hot_batch`). A
+            :class:`~lightning_nas.search.surrogate.PredictorSurrogate` (a predictor of
+            :mod:`lightning_nas.estimation.predictors` with an encoding, choosable in YAML)
+            is called as ``factory(in_dim, space)``. With a factory the ensemble arguments
+            are ignored.
     """
 
     ACQUISITIONS = ("its", "ucb", "ei", "mean")
@@ -276,7 +285,12 @@ class BayesianOptimization(Sampler):
                  learning_rate: float = 0.01, weight_decay: float = 0.0,
                  acquisition: str = "its", ucb_beta: float = 1.0, num_parents: int = 10,
                  mutations_per_parent: int = 10, random_candidates: int = 50,
-                 retrain_every: int = 1, seed: int = 0, dedup: bool = True):
+                 retrain_every: int = 1,
+                 surrogate: PredictorSurrogate | Callable[[int], Any] | None = None,
+                 seed: int = 0, dedup: bool = True):
+        if surrogate is not None and not callable(surrogate):
+            raise TypeError(f"surrogate must be a factory called with in_dim, got "
+                            f"{type(surrogate).__name__}")
         if acquisition not in self.ACQUISITIONS:
             raise ValueError(f"acquisition must be one of {self.ACQUISITIONS}, got {acquisition!r}")
         if initial_random < 2:
@@ -298,11 +312,17 @@ class BayesianOptimization(Sampler):
         self.model_options = {"members": ensemble_size, "hidden": tuple(hidden),
                               "epochs": epochs, "learning_rate": learning_rate,
                               "weight_decay": weight_decay}
+        self.surrogate = surrogate
         super().__init__(space, seed=seed, dedup=dedup)
 
     def _reset(self) -> None:
         in_dim = sum(len(options) for _, options in self.space.decisions())
-        self.model = MLPEnsemble(in_dim, **self.model_options)
+        if self.surrogate is None:
+            self.model = MLPEnsemble(in_dim, **self.model_options)
+        elif isinstance(self.surrogate, PredictorSurrogate):
+            self.model = self.surrogate(in_dim, self.space)
+        else:
+            self.model = self.surrogate(in_dim)
         self.trained_on = -1  # number of results the model was fitted on
 
     def _data(self) -> list[tuple[Arch, float]]:

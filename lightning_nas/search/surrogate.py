@@ -4,16 +4,23 @@ BANANAS (White, Neiswanger & Savani, AAAI 2021) predicts accuracy with an ensemb
 independently initialised MLPs and uses the spread of their predictions as uncertainty.
 This one keeps all members in batched weight tensors (``torch.baddbmm``), so training the
 whole ensemble is one full-batch Adam loop. It is kept apart from the sampler so it can be
-swapped for a predictor with the same ``fit`` / ``predict`` / ``state_dict`` interface.
+swapped for a predictor with the same ``fit`` / ``predict`` / ``state_dict`` interface:
+:class:`PredictorSurrogate` puts any model of :mod:`lightning_nas.estimation.predictors`
+(Gaussian process, gradient boosting, MLP ensemble) with any encoding in its place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
+
+from lightning_nas.estimation.predictors import ENCODINGS, ArchPredictor, Predictor
+from lightning_nas.spaces.base import SearchSpace
 
 
 class MLPEnsemble:
@@ -135,3 +142,59 @@ class MLPEnsemble:
         self.biases = [b.clone() for b in state["biases"]]
         self.y_mean = float(state["y_mean"])
         self.y_std = float(state["y_std"])
+
+
+class PredictorSurrogate:
+    """A surrogate factory for :class:`~lightning_nas.search.BayesianOptimization` from an
+    accuracy predictor of :mod:`lightning_nas.estimation.predictors`.
+
+    The sampler calls it as ``factory(in_dim, space)`` on every reset and gets
+    ``ArchPredictor(space, <fresh copy of model>, encoding=encoding).surrogate()``: it takes
+    the sampler's one-hot rows and, for the ``path`` and ``one_hot+path`` encodings,
+    decodes them to architectures and re-encodes them. The model is copied per reset, so
+    one factory serves several samplers and ``reset`` starts from an unfitted model.
+
+    YAML (``lightning-nas search``)::
+
+        sampler:
+          class_path: lightning_nas.search.samplers.BayesianOptimization
+          init_args:
+            surrogate:
+              class_path: lightning_nas.search.surrogate.PredictorSurrogate
+              init_args:
+                model:
+                  class_path: lightning_nas.estimation.predictors.GaussianProcess
+                encoding: one_hot+path
+
+    Args:
+        model: a :class:`~lightning_nas.estimation.predictors.Predictor`
+            (``GaussianProcess``, ``GradientBoosting`` or ``MLPEnsemble``); default a
+            ``GaussianProcess``. Its ``seed`` is re-drawn from the sampler's RNG at every
+            fit.
+        encoding: ``"one_hot"``, ``"path"`` or ``"one_hot+path"`` (path: NB201 only).
+    """
+
+    def __init__(self, model: Predictor | None = None, encoding: str = "one_hot"):
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+        if model is not None and not isinstance(model, Predictor):
+            raise TypeError(f"model must be a lightning_nas.estimation.predictors.Predictor, "
+                            f"got {type(model).__name__}")
+        if model is None:
+            from lightning_nas.estimation.predictors import GaussianProcess
+
+            model = GaussianProcess()
+        self.model = model
+        self.encoding = encoding
+
+    def __call__(self, in_dim: int, space: SearchSpace) -> Any:
+        surrogate = ArchPredictor(space, copy.deepcopy(self.model),
+                                  encoding=self.encoding).surrogate()
+        width = sum(len(options) for _, options in space.decisions())
+        if in_dim != width:
+            raise ValueError(f"the sampler's rows have {in_dim} features, the {space.name!r} "
+                             f"space's one-hot encoding {width}")
+        return surrogate
+
+    def __repr__(self) -> str:
+        return f"PredictorSurrogate({type(self.model).__name__}, encoding={self.encoding!r})"

@@ -141,6 +141,13 @@ class TrainingEvaluator(Evaluator):
             has that prediction reported as ``accuracy``; the record then holds
             ``early_stopped = True`` and ``observed_accuracy``. The prediction is read in
             the unit of the monitored metric, ``val/acc`` (a fraction), and converted.
+            Before each trial, a callback with a ``best_so_far`` attribute that monitors
+            ``val/acc`` (as ``LearningCurveEarlyStopping``) gets the best final validation
+            accuracy of this evaluator's completed (not early-stopped) trials, as a
+            fraction (the larger of it and the callback's own value), so that its
+            "probability of beating the best so far" compares across trials. Such a
+            callback makes a trial's result depend on the trials before it (and, with a
+            process pool, on which worker ran them).
         test: also evaluate on the test split and report ``test_accuracy`` / ``test_loss``
             (for reporting; never searched on).
         seed: seed of every trial (network initialisation and global RNGs).
@@ -214,6 +221,7 @@ class TrainingEvaluator(Evaluator):
         self.num_threads = num_threads
         self.quiet = quiet
         self._data_ready = False
+        self.best_fraction: float | None = None  # best val/acc of completed trials
 
     # -- pickling: leave the loaded arrays behind ------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -288,6 +296,17 @@ class TrainingEvaluator(Evaluator):
                     return value
         return None
 
+    def _prime_callbacks(self) -> None:
+        """Give early-stopping callbacks the best completed result so far (a fraction)."""
+        if self.best_fraction is None:
+            return
+        for cb in self.callbacks:
+            if not hasattr(cb, "best_so_far") or getattr(cb, "monitor", "val/acc") != "val/acc":
+                continue
+            current = cb.best_so_far
+            cb.best_so_far = self.best_fraction if current is None else \
+                max(float(current), self.best_fraction)
+
     # -- the evaluation --------------------------------------------------------------------
     def __call__(self, arch: Arch) -> dict[str, float]:
         from lightning_nas.strategies.fixed import FixedArchitecture
@@ -306,6 +325,7 @@ class TrainingEvaluator(Evaluator):
                                            in_channels=int(data.in_channels),
                                            weight_optimizer=self.weight_optimizer,
                                            seed=self.seed, **self.model_kwargs)
+                self._prime_callbacks()
                 curve = _ValCurve()
                 trainer = L.Trainer(**self._trainer_args(arch, tmp, curve))
                 start = time.perf_counter()
@@ -361,6 +381,9 @@ class TrainingEvaluator(Evaluator):
             "trained_params": sum(p.numel() for p in module.net.parameters()),
         }
         predicted = self._prediction()
+        if epochs_done >= self.epochs and math.isfinite(val_acc):
+            self.best_fraction = val_acc if self.best_fraction is None else \
+                max(self.best_fraction, val_acc)
         if predicted is not None and epochs_done < self.epochs:
             out["observed_accuracy"] = out["accuracy"]
             # the prediction is in the monitored metric's unit: FixedArchitecture's val/acc
