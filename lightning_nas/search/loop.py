@@ -336,6 +336,14 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
             rec["traceback"] = tb
         return rec
 
+    def commit(rec: dict[str, Any], overhead: float) -> None:
+        """Journal a new record, then the sampler state; the overhead includes the save."""
+        records.append(rec)
+        journal.append(rec)
+        s0 = time.perf_counter()
+        save_state()
+        overheads.append(overhead + time.perf_counter() - s0)
+
     def notify(rec: dict[str, Any]) -> None:
         if on_record is not None:
             on_record(rec)
@@ -421,11 +429,7 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
                                     {"eval_seconds": 0.0, "hook_seconds": hook_seconds,
                                      "wall_seconds": hook_seconds, "overhead_seconds": overhead,
                                      "sampler_seconds": ask_seconds + tell_seconds})
-                    records.append(rec)
-                    journal.append(rec)
-                    s0 = time.perf_counter()
-                    save_state()
-                    overheads.append(overhead + time.perf_counter() - s0)
+                    commit(rec, overhead)
                     notify(rec)
                     if status == "failed":
                         n_evaluated += 1
@@ -484,11 +488,7 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
                                 metrics, value, error, timing, out.get("traceback"))
                 overhead = trial.overhead + time.perf_counter() - t0
                 timing["overhead_seconds"] = overhead
-                records.append(rec)
-                journal.append(rec)
-                s0 = time.perf_counter()
-                save_state()
-                overheads.append(overhead + time.perf_counter() - s0)
+                commit(rec, overhead)
             notify(rec)
             n_evaluated += 1
             if time_key and rec["status"] != "rejected":
