@@ -54,7 +54,8 @@ def export(argv: list[str]) -> Path:
                                      description="checkpoint -> arch.json")
     parser.add_argument("--ckpt", required=True, help="a checkpoint written by lightning-nas fit")
     parser.add_argument("--out", default=None,
-                        help="output JSON path (default: arch.json beside the checkpoint folder)")
+                        help="output JSON path (default: <checkpoint>.arch.json beside it, so the "
+                        "run's own arch.json is never overwritten)")
     opts = parser.parse_args(argv)
     checkpoint = load_checkpoint(opts.ckpt)
     info = checkpoint.get("lightning_nas")
@@ -62,7 +63,7 @@ def export(argv: list[str]) -> Path:
         raise SystemExit(f"{opts.ckpt} was not written by a lightning-nas strategy (no "
                          "architecture inside); export works on checkpoints of `lightning-nas fit`")
     arch = Arch.from_dict(info["arch"])
-    out = Path(opts.out) if opts.out else Path(opts.ckpt).resolve().parent.parent / "arch.json"
+    out = Path(opts.out) if opts.out else Path(opts.ckpt).with_suffix(".arch.json")
     arch.save(out, string=info.get("string"), epoch=checkpoint.get("epoch"),
               strategy=info.get("strategy"))
     print(info.get("string") or arch.to_json())

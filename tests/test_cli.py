@@ -129,3 +129,10 @@ def test_every_fit_config_parses_and_instantiates(config, tmp_path):
     cli = run_lightning_cli(["--config", str(ROOT / config), *run_overrides(tmp_path), *extra],
                             run=False)
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes
+
+
+def test_export_default_path_leaves_the_runs_arch_json_alone(searched):
+    before = (searched / "arch.json").read_text()
+    main(["export", "--ckpt", str(searched / "checkpoints/last.ckpt")])
+    assert (searched / "checkpoints/last.arch.json").is_file()
+    assert (searched / "arch.json").read_text() == before
