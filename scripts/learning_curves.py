@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from script_results import write_results  # scripts/ is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -369,12 +370,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"no recorded curves at {args.curves}; run without --analyse-only")
     data.setdefault("machine", _load(Path(args.curves)).get("machine"))
     res = analyse(args, data)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
-    text = markdown(res)
-    (out / "results.md").write_text(text)
-    print(text)
+    write_results(args.out, res, markdown(res))
     return res
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import sys
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from script_results import write_results  # scripts/ is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -135,12 +135,7 @@ def main(argv=None) -> dict:
            "machine": {"cpu": _cpu(), "threads": args.threads, "torch": torch.__version__,
                        "cores_visible": os.cpu_count()},
            "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
-    text = markdown(res)
-    (out / "results.md").write_text(text)
-    print(text)
+    write_results(args.out, res, markdown(res))
     return res
 
 

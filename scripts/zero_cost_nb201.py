@@ -52,6 +52,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from script_results import write_results  # scripts/ is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -400,10 +401,7 @@ def main(argv=None) -> dict:
     res = analyse(args, naslib)
     out = Path(args.out)
     res["command"] = " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])
-    (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
-    text = markdown(res)
-    (out / "results.md").write_text(text)
-    print(text)
+    write_results(out, res, markdown(res))
     return res
 
 
