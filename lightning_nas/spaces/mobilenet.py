@@ -284,11 +284,8 @@ class MobileNetV3Space(SearchSpace):
 
     @classmethod
     def cifar(cls, **kwargs: Any) -> MobileNetV3Space:
-        """The 32x32 configuration: resolution {32}, stride-1 stem, stage 1 without
-        downsampling (32 -> 4 at the head), 10 classes; ``kwargs`` override."""
-        options = {"resolutions": (32,), "stem_stride": 1, "stages": CIFAR_STAGES,
-                   "num_classes": 10, **kwargs}
-        return cls(**options)
+        """The 32x32 configuration (:class:`MobileNetV3CifarSpace`); ``kwargs`` override."""
+        return MobileNetV3CifarSpace(**kwargs)
 
     # -- membership ------------------------------------------------------------------------
     def check(self, arch: Arch) -> None:
@@ -463,5 +460,42 @@ class MobileNetV3Space(SearchSpace):
                                   max_depth=self.max_depth, **self.widths, **options)
 
 
-__all__ = ["CIFAR_STAGES", "IMAGENET_STAGES", "MBConv", "MobileNetV3Network", "MobileNetV3Space",
+    def supernet(self, **kwargs: Any):
+        """Once-for-All's elastic supernet of this space
+        (:class:`~lightning_nas.spaces.mobilenet_supernet.OFASupernet`); kwargs override
+        ``num_classes``, ``in_channels``, ``dropout``."""
+        from lightning_nas.spaces.mobilenet_supernet import OFASupernet
+
+        return OFASupernet(self, **kwargs)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments as plain data: ``MobileNetV3Space(**space.config())`` rebuilds
+        the space (stored in OFA checkpoints and latency tables)."""
+        return {"depths": list(self.depths), "kernels": list(self.kernels),
+                "expands": list(self.expands), "resolutions": list(self.resolutions),
+                "stages": [dict(width=s.width, stride=s.stride, se=s.se, act=s.act)
+                           for s in self.stages],
+                "stem_stride": self.stem_stride, **self.widths, **self.build_defaults}
+
+
+class MobileNetV3CifarSpace(MobileNetV3Space):
+    """The 32x32 configuration: resolution {32}, stride-1 stem, stage 1 without downsampling
+    (32 -> 4 at the head), 10 classes. A class of its own so YAML configs can name it
+    (``class_path: lightning_nas.spaces.mobilenet.MobileNetV3CifarSpace``); its architectures
+    are ``mobilenetv3`` architectures like any other."""
+
+    def __init__(self, *, depths: Sequence[int] = (2, 3, 4), kernels: Sequence[int] = (3, 5, 7),
+                 expands: Sequence[int] = (3, 4, 6), resolutions: Sequence[int] = (32,),
+                 stages: Sequence[StageSpec | Mapping[str, Any]] = CIFAR_STAGES,
+                 stem_stride: int = 1, stem_width: int = 16, final_width: int = 960,
+                 feature_width: int = 1280, num_classes: int = 10, in_channels: int = 3,
+                 dropout: float = 0.1, constraints: Constraints | None = None):
+        super().__init__(depths=depths, kernels=kernels, expands=expands,
+                         resolutions=resolutions, stages=stages, stem_stride=stem_stride,
+                         stem_width=stem_width, final_width=final_width,
+                         feature_width=feature_width, num_classes=num_classes,
+                         in_channels=in_channels, dropout=dropout, constraints=constraints)
+
+
+__all__ = ["CIFAR_STAGES", "MobileNetV3CifarSpace", "IMAGENET_STAGES", "MBConv", "MobileNetV3Network", "MobileNetV3Space",
            "SqueezeExcite", "StageSpec", "make_divisible"]
