@@ -10,6 +10,7 @@ from lightning_nas.cli import main, run_lightning_cli
 from lightning_nas.data import shared_data_dir
 from lightning_nas.spaces.base import Arch
 from lightning_nas.spaces.darts import DartsSpace
+from lightning_nas.spaces.mobilenet import MobileNetV3Space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,7 +126,13 @@ def test_every_fit_config_parses_and_instantiates(config, tmp_path):
     lines = text.splitlines()
     assert lines[0].startswith("# ") and "lightning-nas" in text.split("\n\n")[0] or \
         any("lightning-nas" in line for line in lines[:12]), "header must say how to run it"
-    extra = ["--model.arch", "DARTS_V2"] if "FixedArchitecture" in text else []
+    extra = []
+    if "FixedArchitecture" in text:
+        arch = "DARTS_V2"
+        if "MobileNetV3CifarSpace" in text:  # an OFA subnet: any arch string of the space
+            space = MobileNetV3Space.cifar()
+            arch = space.to_string(space.smallest())
+        extra = ["--model.arch", arch]
     cli = run_lightning_cli(["--config", str(ROOT / config), *run_overrides(tmp_path), *extra],
                             run=False)
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes

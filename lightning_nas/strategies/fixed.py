@@ -133,8 +133,17 @@ class FixedArchitecture(L.LightningModule):
         rank_zero_info(f"initialised from {path}; new output layers: {skipped or 'none'}")
 
     # ---------------------------------------------------------------------------------------
+    def _resized(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs at the architecture's own resolution when it has one (elastic-resolution
+        spaces such as Once-for-All's): (B, C, H, W) -> (B, C, r, r), bilinear."""
+        r = getattr(self.net, "resolution", None)
+        if r is None or (x.shape[-2] == r and x.shape[-1] == r):
+            return x
+        return torch.nn.functional.interpolate(x, size=(r, r), mode="bilinear",
+                                               align_corners=False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x)
+        out = self.net(self._resized(x))
         return out[0] if isinstance(out, tuple) else out
 
     def configure_optimizers(self):
@@ -157,7 +166,7 @@ class FixedArchitecture(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        out = self.net(x)
+        out = self.net(self._resized(x))
         logits, aux = out if isinstance(out, tuple) else (out, None)
         loss = self.criterion(logits, y)
         if aux is not None and self.hparams.auxiliary_weight > 0:
