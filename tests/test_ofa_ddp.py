@@ -24,7 +24,7 @@ class RecordPerRank(Callback):
 
     def on_train_end(self, trainer, pl_module):
         weights = torch.cat([p.detach().reshape(-1) for p in pl_module.supernet.parameters()])
-        record = {"sampled": pl_module.sampled, "labels": self.first_labels,
+        record = {"sampled": list(pl_module.sampled), "labels": self.first_labels,
                   "weights": weights.tolist()[:4000], "weight_sum": float(weights.double().sum())}
         with open(f"{self.out_dir}/rank{trainer.global_rank}.json", "w") as f:
             json.dump(record, f)

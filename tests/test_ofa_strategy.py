@@ -166,11 +166,10 @@ def test_resume_mid_phase_continues_the_same_schedule(tmp_path):
     resumed = _model()
     _trainer(tmp_path / "b", max_epochs=5, limit_val_batches=1).fit(
         resumed, _data(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
-    assert first.sampled + resumed.sampled == full.sampled
+    assert list(first.sampled) + list(resumed.sampled) == list(full.sampled)
     for (name, a), b in zip(full.supernet.state_dict().items(),
                             resumed.supernet.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
-    assert resumed.sampled[0][0] != full.sampled[0][0] or len(resumed.sampled) == 12
 
 
 def test_resume_with_another_space_is_refused(tmp_path):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ from lightning_nas.strategies.common import (
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 DIMENSIONS = ("kernels", "depths", "expands", "resolutions")
+#: steps whose subnet strings ``OnceForAll.sampled`` keeps (about 1 KB per step)
+SAMPLED_HISTORY = 20_000
 
 
 def ofa_weight_optimizer(params: Iterable[Any]) -> torch.optim.Optimizer:
@@ -214,7 +217,8 @@ class OnceForAll(L.LightningModule):
                                        for name in self.eval_archs})
         self._calibration: list[torch.Tensor] = []
         self._eval_nets: dict[str, MobileNetV3Network] = {}
-        self.sampled: list[list[str]] = []  # subnet strings of this process's steps (tests)
+        # subnet strings of this process's most recent steps (tests, compute accounting)
+        self.sampled: deque[list[str]] = deque(maxlen=SAMPLED_HISTORY)
 
     # -- configuration -----------------------------------------------------------------------
     def _resolve_phases(self, phases: list[Phase], kd_default: float) -> list[_Resolved]:
