@@ -55,8 +55,16 @@ def export(argv: list[str]) -> Path:
     parser.add_argument("--ckpt", required=True, help="a checkpoint written by lightning-nas fit")
     parser.add_argument("--out", default=None,
                         help="output JSON path (default: <checkpoint>.arch.json beside it, so the "
-                        "run's own arch.json is never overwritten)")
+                        "run's own arch.json is never overwritten); with --subnet a folder")
+    parser.add_argument("--subnet", default=None,
+                        help="Once-for-All checkpoints: extract this subnet (string form "
+                        "r..|d..|k..|e.., or 'largest'/'smallest') with its inherited weights as "
+                        "arch.json + subnet.ckpt for FixedArchitecture (init_from); batch-norm "
+                        "statistics are the supernet's, so fine-tune or recalibrate before "
+                        "reporting accuracy")
     opts = parser.parse_args(argv)
+    if opts.subnet is not None:
+        return export_subnet(opts.ckpt, opts.subnet, opts.out)
     checkpoint = load_checkpoint(opts.ckpt)
     info = checkpoint.get("lightning_nas")
     if not info or "arch" not in info:
@@ -69,6 +77,22 @@ def export(argv: list[str]) -> Path:
     print(info.get("string") or arch.to_json())
     print(f"wrote {out}")
     return out
+
+
+def export_subnet(ckpt: str, subnet: str, out: str | None) -> Path:
+    """Extract one subnet of a Once-for-All checkpoint to ``out`` (arch.json + subnet.ckpt)."""
+    from lightning_nas.strategies.ofa import load_supernet, save_subnet
+
+    space, supernet = load_supernet(ckpt)
+    if subnet in ("largest", "smallest"):
+        arch = getattr(space, subnet)()
+    else:
+        arch = space.parse(subnet)  # ArchError names the field that is outside the supernet
+    folder = Path(out) if out else Path(ckpt).with_name(Path(ckpt).stem + "-subnet")
+    paths = save_subnet(supernet.extract(arch), space, folder, source=str(ckpt))
+    print(space.to_string(arch))
+    print(f"wrote {paths['arch']} and {paths['weights']}")
+    return folder
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -210,3 +210,27 @@ def test_checkpoint_to_subnet_to_fine_tuning(tmp_path):
     _trainer(tmp_path / "ft", max_epochs=1).fit(fixed, _data())
     with pytest.raises(RuntimeError, match="not a Once-for-All checkpoint"):
         load_supernet(paths["weights"])
+
+
+def test_cli_export_subnet_from_an_ofa_checkpoint(tmp_path, capsys):
+    from lightning_nas.cli import main
+    from lightning_nas.spaces.base import ArchError
+
+    ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    model = _model(phases=PHASES[:1])
+    _trainer(tmp_path, max_epochs=1, enable_checkpointing=True, callbacks=[ckpt_cb]).fit(
+        model, _data())
+    arch = model.space.smallest()
+    text = model.space.to_string(arch)
+    main(["export", "--ckpt", str(tmp_path / "last.ckpt"), "--subnet", text,
+          "--out", str(tmp_path / "sub")])
+    assert text in capsys.readouterr().out
+    fixed = FixedArchitecture(arch=str(tmp_path / "sub" / "arch.json"), space=model.space,
+                              num_classes=4, init_from=str(tmp_path / "sub" / "subnet.ckpt"))
+    supernet = model.supernet.eval()
+    supernet.set_active(arch)
+    x = torch.randn(2, 3, 6, 6)
+    torch.testing.assert_close(fixed.eval()(x), supernet(x))
+    with pytest.raises(ArchError, match="kernel"):
+        main(["export", "--ckpt", str(tmp_path / "last.ckpt"), "--subnet",
+              text.replace("|k3,", "|k9,")])
