@@ -4,6 +4,8 @@ Modules (one job each, no Lightning dependency):
 
 * :mod:`~lightning_nas.hardware.metrics`: parameter count, FLOPs/MACs (``FlopCounterMode``).
 * :mod:`~lightning_nas.hardware.latency`: measured latency, ``LatencyModel`` protocol.
+* :mod:`~lightning_nas.hardware.latency_lut`: Once-for-All's per-layer latency lookup table
+  of the MobileNetV3 space (``LatencyTable``) and its search hook ``LatencyTableHook``.
 * :mod:`~lightning_nas.hardware.costs`: ``CostHook`` ``(arch, model) -> metrics dict``.
 * :mod:`~lightning_nas.hardware.objective`: accuracy, MnasNet reward, cost ``Constraints``.
 * :mod:`~lightning_nas.hardware.pareto`: non-dominated sorting, crowding, hypervolume.
@@ -17,6 +19,7 @@ from lightning_nas.hardware.latency import (
     MeasuredLatency,
     measure_latency,
 )
+from lightning_nas.hardware.latency_lut import LatencyTable, LatencyTableHook, MissingEntryError
 from lightning_nas.hardware.metrics import FlopCount, count_flops, count_parameters
 from lightning_nas.hardware.objective import (
     AccuracyObjective,
@@ -37,7 +40,7 @@ from lightning_nas.hardware.report import pareto_summary, write_pareto
 
 __all__ = [
     "AccuracyObjective", "Constraints", "CostHook", "FlopCount", "LatencyModel",
-    "LatencyResult", "MeasuredLatency", "MnasNetReward", "count_flops", "count_parameters",
+    "LatencyResult", "LatencyTable", "LatencyTableHook", "MeasuredLatency", "MissingEntryError", "MnasNetReward", "count_flops", "count_parameters",
     "crowding_distance", "dominates", "front_ranks", "get_metric", "hypervolume",
     "measure_latency", "mnasnet_reward", "model_costs", "non_dominated_sort", "pareto_front",
     "pareto_summary", "write_pareto",
