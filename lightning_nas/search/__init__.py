@@ -38,7 +38,9 @@ __all__ = [
     "Reinforce",
     "Sampler",
     "SearchResult",
+    "SupernetEvaluator",
     "TabularEvaluator",
+    "TrainingEvaluator",
     "default_nb201_table",
     "one_hot_batch",
     "read_journal",
@@ -46,14 +48,17 @@ __all__ = [
     "shared_data_dir",
     "space_size",
     "without_timing",
-    "TrainingEvaluator",
 ]
 
 
 def __getattr__(name: str):
-    # imported on first use: it pulls in Lightning and the strategies
+    # imported on first use: they pull in Lightning and the strategies
     if name == "TrainingEvaluator":
         from lightning_nas.search.training import TrainingEvaluator
 
         return TrainingEvaluator
+    if name == "SupernetEvaluator":
+        from lightning_nas.search.supernet_evaluator import SupernetEvaluator
+
+        return SupernetEvaluator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

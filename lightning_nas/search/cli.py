@@ -24,16 +24,37 @@ Hardware-aware searches (see ``configs/search/digits_*.yaml``) add:
   and at the end (default objectives: accuracy max vs latency_ms min).
 * ``wandb``: ``--wandb true`` or a section (project, name, dir, mode): one W&B run for the
   search (offline unless ``WANDB_MODE``/``mode`` says otherwise), resumed with the search.
+
+Once-for-All specialisation (``configs/search/ofa_cifar10_specialise.yaml``) adds
+``budgets``: a list of latency budgets in ms (per batch of the latency hook) on the metric
+``latency_ms``. The CLI then runs one search per budget, each in ``run_dir/budget_<b>ms/``
+with its own journal (``--resume`` continues them all) and the constraint
+``max_latency_ms = b`` joined to any other ``constraints``; the sampler is reset to its seed
+for every budget, the evaluator and the hooks are shared (results cached across budgets).
+Before searching, every budget is checked against the fastest subnet of the space (see
+:func:`~lightning_nas.search.budgets.check_budgets`); an impossible budget is an error before any evaluation. At the end
+``run_dir`` holds ``pareto.json``/``pareto.png`` over all evaluated candidates,
+``budgets.json`` (the best candidate of every budget among all evaluated ones), the best
+subnets exported by the evaluator's ``export`` (``run_dir/subnets/<b>ms/arch.json`` and
+``subnet.ckpt``; :class:`~lightning_nas.search.supernet_evaluator.SupernetEvaluator` has
+one) and ``summary.json``; W&B gets one run with the front and a table of the best per
+budget.
+
+An evaluator with a ``prepare()`` method has it called before the search starts (the
+supernet evaluator loads its checkpoint and checks the space there).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +62,7 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from lightning_nas.hardware.objective import Constraints, MnasNetReward
+from lightning_nas.search.budgets import check_budgets
 from lightning_nas.search.evaluators import Evaluator
 from lightning_nas.search.journal import Journal
 from lightning_nas.search.loop import MetricObjective, run_search
@@ -51,7 +73,7 @@ from lightning_nas.search.report import (
     default_objectives,
 )
 from lightning_nas.search.samplers import Sampler
-from lightning_nas.spaces.base import SearchSpace
+from lightning_nas.spaces.base import Arch, SearchSpace
 
 #: ``--objective`` values that select the MnasNet reward instead of a metric.
 MNASNET_OBJECTIVES = ("mnasnet_soft", "mnasnet_hard", "mnasnet")
@@ -140,9 +162,22 @@ def build_parser() -> ArgumentParser:
                         help="how process-pool workers start (default: spawn where CUDA is "
                              "available, since a forked child cannot use CUDA; else the "
                              "platform's default)")
+    parser.add_argument("--budgets", type=list[float] | None, default=None,
+                        help="latency budgets in ms (metric latency_ms): one search per budget "
+                             "in run_dir/budget_<b>ms, then the Pareto front, budgets.json and "
+                             "the best subnet of each budget (Once-for-All specialisation)")
     parser.add_argument("--max_rejections", type=int, default=1000)
     parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
     return parser
+
+
+@contextmanager
+def _quiet_dump():
+    """Silence jsonargparse's 'Unable to serialize instance' warnings while the resolved
+    config is saved (e.g. the ``StageSpec`` defaults of the MobileNetV3 spaces)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s).*Unable to serialize instance")
+        yield
 
 
 def _git_commit() -> str | None:
@@ -197,6 +232,14 @@ def _hardware_info(hooks: Sequence[Any]) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for hook in hooks:
+        table = getattr(hook, "table", None)
+        if table is not None and callable(getattr(table, "predict", None)):  # LatencyTableHook
+            meta = dict(getattr(table, "metadata", {}) or {})
+            out = {"latency": "lookup table", "table": str(getattr(hook, "path", "")),
+                   "hardware": meta.get("hardware") or meta.get("device"),
+                   **{k: meta[k] for k in ("device", "batch_size", "num_threads")
+                      if meta.get(k) is not None}}
+            break
         if isinstance(hook, CostHook):
             kw = hook.latency_kwargs
             out = {"input_shape": list(hook.input_shape or ()), "latency": hook.latency,
@@ -227,6 +270,36 @@ def _unsatisfiable(err: RuntimeError, run_dir: Path, constraints: Constraints | 
     return RuntimeError("\n".join(lines))
 
 
+def _latency_hooks_objectives(primary: str, hooks: Sequence[Any]) -> dict[str, str] | None:
+    """Default Pareto objectives: :func:`default_objectives`, plus ``latency_ms`` for hooks
+    that are not cost hooks but say they give latency (``latency = True``, e.g.
+    :class:`~lightning_nas.hardware.LatencyTableHook`)."""
+    found = default_objectives(primary, hooks)
+    if (found is None or "latency_ms" not in found) and any(
+            getattr(h, "latency", None) is True for h in hooks):
+        return {primary: "max", "latency_ms": "min"}
+    return found
+
+
+def _budget_name(budget: float) -> str:
+    return f"{budget:g}ms"
+
+
+def _make_executor(cfg: Any) -> Executor | None:
+    if cfg.workers <= 0:
+        return None
+    if cfg.executor == "process":
+        import multiprocessing
+
+        import torch
+
+        method = cfg.start_method or ("spawn" if torch.cuda.is_available() else None)
+        return ProcessPoolExecutor(
+            max_workers=cfg.workers,
+            mp_context=multiprocessing.get_context(method) if method else None)
+    return ThreadPoolExecutor(max_workers=cfg.workers)
+
+
 def main_search(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the search, print and return a summary."""
     parser = build_parser()
@@ -242,6 +315,9 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
     if isinstance(eval_space, SearchSpace) and eval_space.name != space.name:
         parser.error(f"the evaluator looks up {eval_space.name!r} architectures but the space is "
                      f"{space.name!r}")
+    prepare = getattr(evaluator, "prepare", None)
+    if callable(prepare):  # e.g. SupernetEvaluator: load the checkpoint, check the space
+        prepare()
     hooks = list(init.metric_hooks or [])
     for hook in hooks:  # cost hooks without an input shape measure the evaluator's input
         if hasattr(hook, "input_shape") and hook.input_shape is None:
@@ -262,12 +338,29 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
             getattr(h, "latency", None) is False for h in hooks):
         parser.error("constraints.max_latency_ms needs measured latency: give the CostHook "
                      "in metric_hooks latency: true")
+    budgets: list[float] | None = None
+    if cfg.budgets is not None:
+        budgets = [float(b) for b in cfg.budgets]
+        if not budgets or any(not math.isfinite(b) or b <= 0 for b in budgets):
+            parser.error(f"budgets must be a non-empty list of latency budgets > 0 ms, got "
+                         f"{cfg.budgets!r}")
+        if len({_budget_name(b) for b in budgets}) != len(budgets):
+            parser.error(f"budgets has duplicates: {cfg.budgets!r}")
+        budgets.sort()
+        if constraints is not None and constraints.max_latency_ms is not None:
+            parser.error(f"constraints.max_latency_ms ({constraints.max_latency_ms:g}) and budgets "
+                         "both limit latency_ms; each budget is the max_latency_ms of its "
+                         "search, so drop constraints.max_latency_ms")
+        if not hooks:
+            parser.error("budgets need latency_ms from a metric hook: add "
+                         "lightning_nas.hardware.LatencyTableHook or lightning_nas.hardware."
+                         "CostHook (latency: true) to metric_hooks")
     objective, objective_name, problem = _resolve_objective(cfg, evaluator, hooks)
     if problem:
         parser.error(problem)
     primary = getattr(evaluator, "primary_metric", None) or objective_name
     pareto_opts: ParetoOptions = init.pareto
-    pareto_objectives = pareto_opts.objectives or default_objectives(primary, hooks)
+    pareto_objectives = pareto_opts.objectives or _latency_hooks_objectives(primary, hooks)
     if pareto_opts.enabled is None:
         pareto_opts.enabled = pareto_objectives is not None
     if pareto_opts.enabled and not pareto_objectives:
@@ -280,34 +373,30 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
 
     seed = cfg.seed if cfg.seed is not None else sampler.seed
     run_dir = Path(cfg.run_dir or f"runs/search/{space.name}_{type(sampler).__name__}_seed{seed}")
+    if budgets is not None:
+        return _run_budgets(
+            parser, cfg, space=space, sampler=sampler, evaluator=evaluator, hooks=hooks,
+            constraints=constraints, objective=objective, objective_name=objective_name,
+            primary=primary, pareto_opts=pareto_opts, pareto_objectives=pareto_objectives,
+            wandb_opts=wandb_opts, run_dir=run_dir, budgets=budgets, seed=seed)
     if Journal(run_dir).exists() and not cfg.resume:
         raise FileExistsError(f"{run_dir} already holds a search journal; pass --resume true to "
                               "continue it, or use a new --run_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     config_name = "config.yaml" if not (cfg.resume and (run_dir / "config.yaml").exists()) \
         else "config.resume.yaml"
-    parser.save(cfg, run_dir / config_name, overwrite=True)
+    with _quiet_dump():
+        parser.save(cfg, run_dir / config_name, overwrite=True)
+        dumped = yaml.safe_load(parser.dump(cfg, skip_none=False))
     hardware = _hardware_info(hooks)
     reporter = SearchReporter(
         run_dir, objective_name=objective_name, pareto=pareto_opts if pareto_opts.enabled
         else None, objectives=pareto_objectives, wandb=wandb_opts,
-        config=yaml.safe_load(parser.dump(cfg, skip_none=False)), resume=cfg.resume,
+        config=dumped, resume=cfg.resume,
         extra_summary={f"latency_measurement/{k}": v for k, v in hardware.items()
                        if isinstance(v, (int, float, str))})
 
-    executor: Executor | None = None
-    if cfg.workers > 0:
-        if cfg.executor == "process":
-            import multiprocessing
-
-            import torch
-
-            method = cfg.start_method or ("spawn" if torch.cuda.is_available() else None)
-            executor = ProcessPoolExecutor(
-                max_workers=cfg.workers,
-                mp_context=multiprocessing.get_context(method) if method else None)
-        else:
-            executor = ThreadPoolExecutor(max_workers=cfg.workers)
+    executor = _make_executor(cfg)
     build_network = getattr(evaluator, "network", None)
     failed = True
     try:
@@ -365,6 +454,183 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
     if ov.get("n"):
         print(f"loop overhead per trial: median {ov['median']:.2f} ms, mean {ov['mean']:.2f} "
               f"+- {ov['std']:.2f} ms (n={ov['n']})")
+    return summary
+
+
+def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sampler: Sampler,
+                 evaluator: Any, hooks: list[Any], constraints: Constraints | None,
+                 objective: Callable[[Mapping[str, Any]], float] | None, objective_name: str,
+                 primary: str, pareto_opts: ParetoOptions,
+                 pareto_objectives: dict[str, str] | None, wandb_opts: WandbOptions | None,
+                 run_dir: Path, budgets: list[float], seed: int) -> dict[str, Any]:
+    """One search per latency budget, then the joint report (module docstring)."""
+    build_network = getattr(evaluator, "network", None)
+    build_network = build_network if callable(build_network) else None
+    # before any folder, journal or evaluation: every budget must be reachable
+    fastest = check_budgets(space, budgets, hooks, build_network)
+    dirs = {b: run_dir / f"budget_{_budget_name(b)}" for b in budgets}
+    if not cfg.resume:
+        taken = [str(d) for d in dirs.values() if Journal(d).exists()]
+        if taken or Journal(run_dir).exists():
+            raise FileExistsError(f"{run_dir} already holds search journals ({taken or run_dir}); "
+                                  "pass --resume true to continue them, or use a new --run_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_name = "config.yaml" if not (cfg.resume and (run_dir / "config.yaml").exists()) \
+        else "config.resume.yaml"
+    with _quiet_dump():
+        parser.save(cfg, run_dir / config_name, overwrite=True)
+        dumped = yaml.safe_load(parser.dump(cfg, skip_none=False))
+    hardware = _hardware_info(hooks)
+    objectives = pareto_objectives or {primary: "max", "latency_ms": "min"}
+    if "latency_ms" not in objectives:
+        warnings.warn(f"the Pareto objectives {objectives} leave out latency_ms; the budgets "
+                      "still limit it", stacklevel=2)
+    per_budget_pareto = ParetoOptions(enabled=True, objectives=objectives,
+                                      every_n_trials=pareto_opts.every_n_trials,
+                                      reference=pareto_opts.reference, plot=pareto_opts.plot)
+    base = constraints or Constraints()
+    results: dict[float, Any] = {}
+    searches: dict[str, Any] = {}
+    executor = _make_executor(cfg)
+    try:
+        for budget in budgets:
+            bdir = dirs[budget]
+            limit = replace(base, max_latency_ms=budget)
+            print(f"latency budget {budget:g} ms -> {bdir}")
+            sampler.reset(seed)  # a fresh sampler of the same config for every budget
+            reporter = SearchReporter(bdir, objective_name=objective_name,
+                                      pareto=per_budget_pareto if pareto_opts.enabled is not False
+                                      else None, objectives=objectives, resume=cfg.resume)
+            failed = True
+            try:
+                try:
+                    result = run_search(
+                        space, sampler, evaluator, run_dir=bdir, budget_trials=cfg.budget_trials,
+                        budget_seconds=cfg.budget_seconds, time_key=cfg.time_key,
+                        objective=objective, executor=executor, resume=cfg.resume,
+                        seed=cfg.seed, max_rejections=cfg.max_rejections,
+                        progress=cfg.progress, metric_hooks=hooks,
+                        constraint=HardwareConstraint(limit), build_network=build_network,
+                        on_record=reporter)
+                except RuntimeError as err:
+                    if "rejected before evaluation" in str(err):
+                        raise _unsatisfiable(err, bdir, limit) from err
+                    raise
+                failed = False
+            finally:
+                reporter.finish(failed=failed)
+            results[budget] = result
+            searches[_budget_name(budget)] = {"run_dir": str(bdir), "counts": result.counts(),
+                                              "constraints": limit.active}
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+
+    # every evaluated network once (archs differing only in inactive blocks are one network)
+    canonical = getattr(space, "canonical", None)
+    merged: dict[str, dict[str, Any]] = {}
+    for budget in budgets:
+        for rec in results[budget].records:
+            if rec["status"] != "ok":
+                continue
+            arch = Arch.from_dict(rec["arch_json"])
+            key = space.to_string(canonical(arch)) if callable(canonical) else rec["arch"]
+            if key not in merged:
+                merged[key] = {**rec, "metrics": {**rec["metrics"],
+                                                  "found_in_budget_ms": budget},
+                               "budget_trial": rec["trial"]}
+    records = {n: {**rec, "trial": n} for n, rec in enumerate(merged.values())}
+
+    best_per_budget = []
+    for budget in budgets:
+        fits = [r for r in records.values()
+                if isinstance(r["metrics"].get("latency_ms"), (int, float))
+                and r["metrics"]["latency_ms"] <= budget]
+        entry: dict[str, Any] = {"budget_ms": budget, "search_dir": str(dirs[budget]),
+                                 "counts": results[budget].counts()}
+        if not fits:
+            warnings.warn(f"no evaluated candidate meets the latency budget {budget:g} ms "
+                          f"(see {dirs[budget] / 'candidates.jsonl'})", stacklevel=2)
+            best_per_budget.append({**entry, "arch": None, "subnet": None})
+            continue
+        best = max(fits, key=lambda r: (r["objective"], -r["metrics"]["latency_ms"]))
+        m = best["metrics"]
+        entry.update(arch=best["arch"], objective=best["objective"],
+                     latency_ms=m["latency_ms"], found_in_budget_ms=m["found_in_budget_ms"],
+                     trial=best["budget_trial"],
+                     metrics={k: v for k, v in m.items() if k != "found_in_budget_ms"})
+        entry[primary] = m.get(primary)
+        export = getattr(evaluator, "export", None)
+        entry["subnet"] = None
+        if callable(export):
+            paths = export(Arch.from_dict(best["arch_json"]),
+                           run_dir / "subnets" / _budget_name(budget))
+            entry["subnet"] = {k: str(v) for k, v in paths.items()}
+        best_per_budget.append(entry)
+    report = {"metric": "latency_ms", "unit": "ms per batch", "objective": objective_name,
+              "primary_metric": primary, "latency_source": fastest["source"],
+              "fastest_subnet": fastest, "budgets": best_per_budget}
+    (run_dir / "budgets.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+    reporter = SearchReporter(
+        run_dir, objective_name=objective_name,
+        pareto=per_budget_pareto if pareto_opts.enabled is not False else None,
+        objectives=objectives, wandb=wandb_opts,
+        config=dumped, resume=cfg.resume,
+        extra_summary={f"latency_measurement/{k}": v for k, v in hardware.items()
+                       if isinstance(v, (int, float, str))})
+    reporter.records = records
+    failed = True
+    try:
+        run = reporter.wandb_run() if records else None
+        if run is not None:
+            import wandb
+
+            columns = ["budget_ms", "arch", primary, "latency_ms", "objective", "subnet"]
+            table = wandb.Table(columns=columns)
+            for e in best_per_budget:
+                table.add_data(e["budget_ms"], e["arch"], e.get(primary), e.get("latency_ms"),
+                               e.get("objective"), (e["subnet"] or {}).get("weights"))
+                if e["arch"] is not None:
+                    tag = f"budgets/{_budget_name(e['budget_ms'])}"
+                    run.summary[f"{tag}/arch"] = e["arch"]
+                    for key in (primary, "latency_ms", "objective"):
+                        if isinstance(e.get(key), (int, float)):
+                            run.summary[f"{tag}/{key}"] = e[key]
+            run.log({"budgets/best": table})
+        failed = False
+    finally:
+        reported = reporter.finish(failed=failed)
+
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir), "git_commit": _git_commit(), "objective_name": objective_name,
+        "budgets": best_per_budget, "searches": searches, "fastest_subnet": fastest,
+        "candidates": len(records), "budgets_json": str(run_dir / "budgets.json")}
+    if base.active:
+        summary["constraints"] = base.active
+    if hardware:
+        summary["latency_measurement"] = hardware
+    if reported["pareto"] is not None:
+        p = reported["pareto"]
+        summary["pareto"] = {"objectives": p["objectives"], "hypervolume": p["hypervolume"],
+                             "front_size": len(p["front"]), "json": p["json_path"],
+                             "png": p["png_path"]}
+        print(f"Pareto front: {len(p['front'])} of {p['n_candidates']} candidates -> "
+              f"{p['json_path']}")
+    if reported["wandb"] is not None:
+        summary["wandb"] = reported["wandb"]
+        print(f"W&B run {reported['wandb']['id']} in {reported['wandb']['dir']}")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True,
+                                                     default=str) + "\n")
+    for e in best_per_budget:
+        if e["arch"] is None:
+            print(f"budget {e['budget_ms']:g} ms: no candidate found")
+            continue
+        value = e.get(primary)
+        shown = f"{primary} {value:.4g}" if isinstance(value, (int, float)) else primary
+        print(f"budget {e['budget_ms']:g} ms: {shown}, latency {e['latency_ms']:.4g} ms, "
+              f"{e['arch']}" + (f" -> {Path(e['subnet']['weights']).parent}" if e["subnet"]
+                                else ""))
     return summary
 
 
