@@ -180,6 +180,16 @@ def _quiet_dump():
         yield
 
 
+def _save_config(parser: ArgumentParser, cfg: Any, run_dir: Path) -> dict[str, Any]:
+    """Write the resolved config to ``run_dir`` (``config.resume.yaml`` when resuming) and
+    return it as plain data for the reports."""
+    config_name = "config.yaml" if not (cfg.resume and (run_dir / "config.yaml").exists()) \
+        else "config.resume.yaml"
+    with _quiet_dump():
+        parser.save(cfg, run_dir / config_name, overwrite=True)
+        return yaml.safe_load(parser.dump(cfg, skip_none=False))
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -383,11 +393,7 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
         raise FileExistsError(f"{run_dir} already holds a search journal; pass --resume true to "
                               "continue it, or use a new --run_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_name = "config.yaml" if not (cfg.resume and (run_dir / "config.yaml").exists()) \
-        else "config.resume.yaml"
-    with _quiet_dump():
-        parser.save(cfg, run_dir / config_name, overwrite=True)
-        dumped = yaml.safe_load(parser.dump(cfg, skip_none=False))
+    dumped = _save_config(parser, cfg, run_dir)
     hardware = _hardware_info(hooks)
     reporter = SearchReporter(
         run_dir, objective_name=objective_name, pareto=pareto_opts if pareto_opts.enabled
@@ -475,11 +481,7 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
             raise FileExistsError(f"{run_dir} already holds search journals ({taken or run_dir}); "
                                   "pass --resume true to continue them, or use a new --run_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_name = "config.yaml" if not (cfg.resume and (run_dir / "config.yaml").exists()) \
-        else "config.resume.yaml"
-    with _quiet_dump():
-        parser.save(cfg, run_dir / config_name, overwrite=True)
-        dumped = yaml.safe_load(parser.dump(cfg, skip_none=False))
+    dumped = _save_config(parser, cfg, run_dir)
     hardware = _hardware_info(hooks)
     objectives = pareto_objectives or {primary: "max", "latency_ms": "min"}
     if "latency_ms" not in objectives:

@@ -47,6 +47,16 @@ def default_nb201_table() -> Path:
     return shared_data_dir() / "nb201" / "nb201_accuracy.csv"
 
 
+def data_input_shape(data: Any) -> tuple[int, ...] | None:
+    """One sample's shape ``(C, H, W)`` of a data module that tells its ``image_size``."""
+    size = getattr(data, "image_size", None)
+    if isinstance(size, int):
+        return (int(data.in_channels), size, size)
+    if isinstance(size, Sequence) and len(size) == 2:
+        return (int(data.in_channels), int(size[0]), int(size[1]))
+    return None
+
+
 class Evaluator(ABC):
     """Base class of evaluators (for ``class_path`` configs); see the module docstring."""
 

@@ -47,7 +47,7 @@ import copy
 import math
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import default_collate
 
-from lightning_nas.search.evaluators import Evaluator
+from lightning_nas.search.evaluators import Evaluator, data_input_shape
 from lightning_nas.spaces.base import Arch, ArchError, SearchSpace
 
 __all__ = ["SupernetEvaluator"]
@@ -358,12 +358,7 @@ class SupernetEvaluator(Evaluator):
     @property
     def input_shape(self) -> tuple[int, ...] | None:
         """One sample's shape ``(C, H, W)`` of the data, when the data module tells it."""
-        size = getattr(self.data, "image_size", None)
-        if isinstance(size, int):
-            return (int(self.data.in_channels), size, size)
-        if isinstance(size, Sequence) and len(size) == 2:
-            return (int(self.data.in_channels), int(size[0]), int(size[1]))
-        return None
+        return data_input_shape(self.data)
 
     def _transform(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The data module's evaluation transform (normalisation, no augmentation) on

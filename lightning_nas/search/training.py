@@ -35,7 +35,7 @@ import random
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lightning_nas.search.evaluators import Evaluator
+from lightning_nas.search.evaluators import Evaluator, data_input_shape
 from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.strategies.darts import OptimizerFactory, paper_weight_optimizer
 
@@ -245,12 +245,7 @@ class TrainingEvaluator(Evaluator):
     @property
     def input_shape(self) -> tuple[int, ...] | None:
         """One sample's shape ``(C, H, W)``, when the data module tells its image size."""
-        size = getattr(self.data, "image_size", None)
-        if isinstance(size, int):
-            return (int(self.data.in_channels), size, size)
-        if isinstance(size, Sequence) and len(size) == 2:
-            return (int(self.data.in_channels), int(size[0]), int(size[1]))
-        return None
+        return data_input_shape(self.data)
 
     def _space(self) -> SearchSpace:
         if self.space is None:
