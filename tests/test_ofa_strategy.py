@@ -112,8 +112,11 @@ def test_learning_rate_schedule_per_phase():
 # --- training ---------------------------------------------------------------------------------
 def test_progressive_shrinking_trains_sorts_and_distils(tmp_path):
     model = _model()
+    sizes = set()  # elastic resolution: the supernet sees the 8x8 images resized to 6x6 too
+    model.supernet.stem.register_forward_pre_hook(lambda m, args: sizes.add(args[0].shape[-1]))
     trainer = _trainer(tmp_path, max_epochs=6, limit_val_batches=1)
     trainer.fit(model, _data())
+    assert sizes == {6, 8}
     # one list of subnets per step; the phase decides how many and which
     steps_per_epoch = 6
     counts = [len(s) for s in model.sampled]
