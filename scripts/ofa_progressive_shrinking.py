@@ -54,7 +54,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--alone-lr", type=float, default=0.1,
                         help="peak lr of the smallest-alone run (the full phase's lr)")
-    parser.add_argument("overrides", nargs="*", help="extra lightning-nas fit arguments")
+    parser.add_argument("--alone-dir", default="runs/ofa-smallest-alone",
+                        help="run folder of the smallest subnet trained alone")
+    parser.add_argument("overrides", nargs="*", help="extra lightning-nas fit arguments (after "
+                        "--), e.g. --trainer.logger.init_args.save_dir runs/other")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
 
@@ -125,7 +128,7 @@ def main(argv=None) -> dict:
                               num_classes=model.hparams.num_classes, weight_optimizer=sgd,
                               auxiliary_weight=0.0, drop_path_prob=0.0, grad_clip=0.0,
                               label_smoothing=model.hparams.label_smoothing, seed=0)
-    alone_dir = ROOT / "runs" / "ofa-smallest-alone"
+    alone_dir = ROOT / args.alone_dir
     alone_trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=alone_epochs,
                               default_root_dir=alone_dir, enable_progress_bar=False,
                               logger=L.pytorch.loggers.CSVLogger(alone_dir, name="", version=""),
