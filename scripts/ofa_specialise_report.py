@@ -99,7 +99,9 @@ def main(argv=None) -> dict:
                      f"{r['inherited_test_acc']:.1f} |")
     if finetuned_test is not None:
         lines += ["", f"Fine-tuned through the CLI ({args.finetune}): test accuracy "
-                  f"{100 * finetuned_test:.1f}% (last val {100 * (finetuned_val or 0):.1f}%)."]
+                  f"{100 * finetuned_test:.1f}%"
+                  + (f" (last val {100 * finetuned_val:.1f}%)." if finetuned_val is not None
+                     else ".")]
     write_results(args.out, results, "\n".join(lines) + "\n")
     return results
 
