@@ -190,6 +190,12 @@ def _save_config(parser: ArgumentParser, cfg: Any, run_dir: Path) -> dict[str, A
         return yaml.safe_load(parser.dump(cfg, skip_none=False))
 
 
+def _pareto_summary(p: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary.json entry of a written Pareto report."""
+    return {"objectives": p["objectives"], "hypervolume": p["hypervolume"],
+            "front_size": len(p["front"]), "json": p["json_path"], "png": p["png_path"]}
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -434,9 +440,7 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
         summary["latency_measurement"] = hardware
     if reported["pareto"] is not None:
         p = reported["pareto"]
-        summary["pareto"] = {"objectives": p["objectives"], "hypervolume": p["hypervolume"],
-                             "front_size": len(p["front"]), "json": p["json_path"],
-                             "png": p["png_path"]}
+        summary["pareto"] = _pareto_summary(p)
     if reported["wandb"] is not None:
         summary["wandb"] = reported["wandb"]
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -614,9 +618,7 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
         summary["latency_measurement"] = hardware
     if reported["pareto"] is not None:
         p = reported["pareto"]
-        summary["pareto"] = {"objectives": p["objectives"], "hypervolume": p["hypervolume"],
-                             "front_size": len(p["front"]), "json": p["json_path"],
-                             "png": p["png_path"]}
+        summary["pareto"] = _pareto_summary(p)
         print(f"Pareto front: {len(p['front'])} of {p['n_candidates']} candidates -> "
               f"{p['json_path']}")
     if reported["wandb"] is not None:
