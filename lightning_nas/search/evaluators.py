@@ -57,6 +57,18 @@ def data_input_shape(data: Any) -> tuple[int, ...] | None:
     return None
 
 
+def check_classification_data(data: Any, who: str) -> None:
+    """An evaluator's data module must tell its classes and channels and not be in search
+    mode (the bilevel halves of one-shot search)."""
+    for attr in ("num_classes", "in_channels"):
+        if not isinstance(getattr(data, attr, None), int):
+            raise TypeError(f"the data module {type(data).__name__} has no int attribute "
+                            f"{attr!r}; {who} needs num_classes and in_channels")
+    if getattr(data, "search", False):
+        raise ValueError("the data module is in search mode (bilevel halves); give it "
+                         "search=False")
+
+
 class Evaluator(ABC):
     """Base class of evaluators (for ``class_path`` configs); see the module docstring."""
 

@@ -57,7 +57,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import default_collate
 
-from lightning_nas.search.evaluators import Evaluator, data_input_shape
+from lightning_nas.search.evaluators import (
+    Evaluator,
+    check_classification_data,
+    data_input_shape,
+)
 from lightning_nas.spaces.base import Arch, ArchError, SearchSpace
 
 __all__ = ["SupernetEvaluator"]
@@ -185,13 +189,7 @@ class SupernetEvaluator(Evaluator):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
             raise ValueError(f"num_threads must be an int >= 1 or None, got {num_threads!r}")
-        for attr in ("num_classes", "in_channels"):
-            if not isinstance(getattr(data, attr, None), int):
-                raise TypeError(f"the data module {type(data).__name__} has no int attribute "
-                                f"{attr!r}; SupernetEvaluator needs num_classes and in_channels")
-        if getattr(data, "search", False):
-            raise ValueError("the data module is in search mode (bilevel halves); give it "
-                             "search=False (and val_fraction > 0 for split='val')")
+        check_classification_data(data, "SupernetEvaluator")
         if split == "val" and getattr(data, "val_fraction", None) == 0:
             raise ValueError(
                 f"{type(data).__name__} has val_fraction=0, so its validation split would be "

@@ -45,7 +45,11 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lightning_nas.search.evaluators import Evaluator, data_input_shape
+from lightning_nas.search.evaluators import (
+    Evaluator,
+    check_classification_data,
+    data_input_shape,
+)
 from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.strategies.darts import OptimizerFactory, paper_weight_optimizer
 
@@ -178,13 +182,7 @@ class TrainingEvaluator(Evaluator):
         if accuracy_unit not in ("percent", "fraction"):
             raise ValueError(f"accuracy_unit must be 'percent' or 'fraction', got "
                              f"{accuracy_unit!r}")
-        for attr in ("num_classes", "in_channels"):
-            if not isinstance(getattr(data, attr, None), int):
-                raise TypeError(f"the data module {type(data).__name__} has no int attribute "
-                                f"{attr!r}; TrainingEvaluator needs num_classes and in_channels")
-        if getattr(data, "search", False):
-            raise ValueError("the data module is in search mode (bilevel halves); give it "
-                             "search=False and val_fraction > 0")
+        check_classification_data(data, "TrainingEvaluator")
         if getattr(data, "val_fraction", None) == 0:
             raise ValueError(
                 f"{type(data).__name__} has val_fraction=0, so its validation split would be "

@@ -289,9 +289,8 @@ class OnceForAll(L.LightningModule):
         pick = {"largest": lambda c: c[-1], "smallest": lambda c: c[0],
                 "middle": lambda c: c[(len(c) - 1) // 2]}[which]
         s = self.space
-        n = len(s.block_keys)
-        return s.make(pick(s.resolutions), [pick(s.depths)] * len(s.stages),
-                      [pick(s.kernels)] * n, [pick(s.expands)] * n)
+        return self._subnet({"resolutions": s.resolutions, "depths": s.depths,
+                             "kernels": s.kernels, "expands": s.expands}, pick)
 
     def phase_at(self, epoch: int) -> _Resolved:
         """The phase that trains ``epoch`` (0-based); the last one beyond the schedule."""
