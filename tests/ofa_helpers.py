@@ -1,5 +1,9 @@
-"""A tiny elastic MobileNetV3 space for fast OFA tests (2 stages, 8x8 inputs)."""
+"""A tiny elastic MobileNetV3 space and data for fast OFA tests (2 stages, 8x8 inputs).
 
+Imported as ``from ofa_helpers import ...``: pytest puts ``tests/`` on ``sys.path`` (no package).
+"""
+
+from lightning_nas.data import SyntheticDataModule
 from lightning_nas.spaces.mobilenet import MobileNetV3Space
 
 TINY_STAGES = [{"width": 8, "stride": 1, "se": False, "act": "relu"},
@@ -12,3 +16,11 @@ def tiny_space(**overrides) -> MobileNetV3Space:
                    num_classes=4, in_channels=3, stem_stride=1)
     options.update(overrides)
     return MobileNetV3Space(**options)
+
+
+def tiny_data(**overrides) -> SyntheticDataModule:
+    """48 train / 16 test random 3x8x8 images in 4 classes, batch 8."""
+    options = dict(num_classes=4, in_channels=3, image_size=8, train_size=48, test_size=16,
+                   batch_size=8, seed=0, hflip=True)
+    options.update(overrides)
+    return SyntheticDataModule(**options)

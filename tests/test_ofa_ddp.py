@@ -7,8 +7,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lightning_nas.strategies.ofa import OnceForAll, Phase
-from tests.ofa_helpers import tiny_space
-from tests.test_ofa_strategy import _data
+from ofa_helpers import tiny_data, tiny_space
 
 
 class RecordPerRank(Callback):
@@ -41,7 +40,7 @@ def test_ddp_every_rank_trains_the_same_subnets_and_weights(tmp_path):
                         enable_model_summary=False, enable_checkpointing=False,
                         num_sanity_val_steps=0, limit_val_batches=1,
                         callbacks=[RecordPerRank(tmp_path)])
-    trainer.fit(model, _data(train_size=64))
+    trainer.fit(model, tiny_data(train_size=64))
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert r0["labels"] != r1["labels"]  # the ranks saw different data

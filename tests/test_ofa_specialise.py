@@ -25,7 +25,7 @@ from lightning_nas.spaces.base import Arch, ArchError
 from lightning_nas.spaces.mobilenet_supernet import recalibrate_bn, resize_to
 from lightning_nas.strategies.fixed import FixedArchitecture
 from lightning_nas.strategies.ofa import OnceForAll, Phase, load_supernet
-from tests.ofa_helpers import TINY_STAGES, tiny_space
+from ofa_helpers import TINY_STAGES, tiny_space
 
 DATA = {"num_classes": 4, "in_channels": 3, "image_size": 8, "train_size": 64,
         "test_size": 16, "batch_size": 16, "val_fraction": 0.25, "seed": 0, "hflip": True,
@@ -36,7 +36,7 @@ SPACE_ARGS = {"stages": TINY_STAGES, "depths": [1, 2], "kernels": [3, 5, 7],
 EVAL = {"calibration_images": 24, "batch_size": 16}
 
 
-def _data(**kwargs) -> SyntheticDataModule:
+def tiny_data(**kwargs) -> SyntheticDataModule:
     return SyntheticDataModule(**{**DATA, **kwargs})
 
 
@@ -55,7 +55,7 @@ def ckpt(tmp_path_factory) -> Path:
                         num_sanity_val_steps=0, limit_val_batches=1,
                         callbacks=[L.pytorch.callbacks.ModelCheckpoint(dirpath=root,
                                                                        save_last=True)])
-    trainer.fit(model, _data())
+    trainer.fit(model, tiny_data())
     return root / "last.ckpt"
 
 
@@ -73,7 +73,7 @@ def table_path(tmp_path_factory) -> Path:
 
 
 def _evaluator(ckpt: Path, **kwargs) -> SupernetEvaluator:
-    return SupernetEvaluator(str(ckpt), kwargs.pop("data", None) or _data(), **{**EVAL, **kwargs})
+    return SupernetEvaluator(str(ckpt), kwargs.pop("data", None) or tiny_data(), **{**EVAL, **kwargs})
 
 
 # --- the evaluator ------------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def test_inherited_accuracy_equals_evaluating_the_recalibrated_subnet_by_hand(ck
     assert set(out) == {"accuracy", "loss"} and 0.0 <= out["accuracy"] <= 100.0
 
     # by hand: the same calibration images (training split, un-augmented, normalised)
-    data = _data()
+    data = tiny_data()
     data.setup("fit")
     dataset = data.train_dataloader().dataset
     idx = ev.calibration_indices
@@ -147,16 +147,16 @@ def test_a_search_space_other_than_the_checkpoints_is_a_clear_error(ckpt):
                                          r"\[3, 4, 6\]\)"):
         ev.prepare()
     with pytest.raises(ValueError, match="num_classes=3 but the supernet"):
-        _evaluator(ckpt, data=_data(num_classes=3)).prepare()
+        _evaluator(ckpt, data=tiny_data(num_classes=3)).prepare()
     with pytest.raises(ValueError, match="val_fraction=0"):
-        _evaluator(ckpt, data=_data(val_fraction=0.0))
+        _evaluator(ckpt, data=tiny_data(val_fraction=0.0))
     with pytest.raises(FileNotFoundError, match="train a supernet first"):
         _evaluator(ckpt.with_name("missing.ckpt"))
 
 
 def test_validating_on_images_the_supernet_trained_on_warns(ckpt):
     with pytest.warns(UserWarning, match="another held-out part .* optimistic"):
-        _evaluator(ckpt, data=_data(val_fraction=0.5)).prepare()
+        _evaluator(ckpt, data=tiny_data(val_fraction=0.5)).prepare()
 
 
 def test_choices_the_checkpoint_never_trained_are_flagged(tmp_path):
@@ -167,7 +167,7 @@ def test_choices_the_checkpoint_never_trained_are_flagged(tmp_path):
               logger=False, enable_progress_bar=False, enable_model_summary=False,
               num_sanity_val_steps=0, limit_val_batches=1,
               callbacks=[L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)]
-              ).fit(model, _data())
+              ).fit(model, tiny_data())
     ev = _evaluator(tmp_path / "last.ckpt")
     ev(tiny_space().largest())  # the full network: trained
     with pytest.warns(UserWarning, match=r"kernel 3 was not active in any training phase"):

@@ -6,11 +6,10 @@ import lightning as L
 import pytest
 import torch
 
-from lightning_nas.data import SyntheticDataModule
 from lightning_nas.spaces.mobilenet_supernet import resize_to
 from lightning_nas.strategies.fixed import FixedArchitecture
 from lightning_nas.strategies.ofa import OnceForAll, Phase, load_supernet, save_subnet
-from tests.ofa_helpers import tiny_space
+from ofa_helpers import tiny_data, tiny_space
 
 PHASES = [
     Phase("full", 1, 0.05, resolutions=[6, 8]),
@@ -27,13 +26,6 @@ def _model(**kwargs) -> OnceForAll:
                    bn_calibration_batches=2, channels_last=False, seed=0)
     options.update(kwargs)
     return OnceForAll(**options)
-
-
-def _data(**kwargs) -> SyntheticDataModule:
-    options = dict(num_classes=4, in_channels=3, image_size=8, train_size=48, test_size=16,
-                   batch_size=8, seed=0, hflip=True)
-    options.update(kwargs)
-    return SyntheticDataModule(**options)
 
 
 def _trainer(tmp_path, **kwargs) -> L.Trainer:
@@ -115,7 +107,7 @@ def test_progressive_shrinking_trains_sorts_and_distils(tmp_path):
     sizes = set()  # elastic resolution: the supernet sees the 8x8 images resized to 6x6 too
     model.supernet.stem.register_forward_pre_hook(lambda m, args: sizes.add(args[0].shape[-1]))
     trainer = _trainer(tmp_path, max_epochs=6, limit_val_batches=1)
-    trainer.fit(model, _data())
+    trainer.fit(model, tiny_data())
     assert sizes == {6, 8}
     # one list of subnets per step; the phase decides how many and which
     steps_per_epoch = 6
@@ -134,12 +126,12 @@ def test_kd_teacher_is_the_full_network_at_the_end_of_the_first_phase(tmp_path):
     ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
     model = _model(phases=PHASES[:2])
     _trainer(tmp_path, max_epochs=1, enable_checkpointing=True, callbacks=[ckpt_cb]).fit(
-        model, _data())
+        model, tiny_data())
     assert not bool(model.teacher_ready)
     space, supernet = load_supernet(tmp_path / "last.ckpt")
     snapshot = supernet.extract(space.largest()).state_dict()
     resumed = _model(phases=PHASES[:2])
-    _trainer(tmp_path, max_epochs=2).fit(resumed, _data(), ckpt_path=str(tmp_path / "last.ckpt"))
+    _trainer(tmp_path, max_epochs=2).fit(resumed, tiny_data(), ckpt_path=str(tmp_path / "last.ckpt"))
     teacher = resumed.teacher.state_dict()
     weights = [k for k in snapshot if not k.endswith(("running_mean", "running_var",
                                                      "num_batches_tracked"))]
@@ -153,7 +145,7 @@ def test_kd_teacher_is_the_full_network_at_the_end_of_the_first_phase(tmp_path):
 
 def test_max_epochs_beyond_the_phases_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="phases cover 6 epochs"):
-        _trainer(tmp_path, max_epochs=7).fit(_model(), _data())
+        _trainer(tmp_path, max_epochs=7).fit(_model(), tiny_data())
 
 
 def test_resume_mid_phase_continues_the_same_schedule(tmp_path):
@@ -161,14 +153,14 @@ def test_resume_mid_phase_continues_the_same_schedule(tmp_path):
     ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True,
                                                   save_top_k=-1, every_n_epochs=1)
     full = _model()
-    _trainer(tmp_path / "a", max_epochs=5, limit_val_batches=1).fit(full, _data())
+    _trainer(tmp_path / "a", max_epochs=5, limit_val_batches=1).fit(full, tiny_data())
 
     first = _model()
     _trainer(tmp_path / "b", max_epochs=3, limit_val_batches=1, enable_checkpointing=True,
-             callbacks=[ckpt_cb]).fit(first, _data())
+             callbacks=[ckpt_cb]).fit(first, tiny_data())
     resumed = _model()
     _trainer(tmp_path / "b", max_epochs=5, limit_val_batches=1).fit(
-        resumed, _data(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+        resumed, tiny_data(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert list(first.sampled) + list(resumed.sampled) == list(full.sampled)
     for (name, a), b in zip(full.supernet.state_dict().items(),
                             resumed.supernet.state_dict().values()):
@@ -178,17 +170,17 @@ def test_resume_mid_phase_continues_the_same_schedule(tmp_path):
 def test_resume_with_another_space_is_refused(tmp_path):
     ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
     _trainer(tmp_path, max_epochs=1, enable_checkpointing=True, callbacks=[ckpt_cb],
-             limit_val_batches=1).fit(_model(), _data())
+             limit_val_batches=1).fit(_model(), tiny_data())
     other = _model(space=tiny_space(expands=(3, 6)),
                    phases=[Phase("full", 2, 0.1, resolutions=[6, 8])])
     with pytest.raises(ValueError, match="another space"):
-        _trainer(tmp_path, max_epochs=2).fit(other, _data(), ckpt_path=str(tmp_path / "last.ckpt"))
+        _trainer(tmp_path, max_epochs=2).fit(other, tiny_data(), ckpt_path=str(tmp_path / "last.ckpt"))
 
 
 def test_non_finite_loss_names_the_phase(tmp_path):
     model = _model(phases=[Phase("full", 1, 1e30)])
     with pytest.raises(FloatingPointError, match="phase 'full'"):
-        _trainer(tmp_path, max_epochs=1).fit(model, _data())
+        _trainer(tmp_path, max_epochs=1).fit(model, tiny_data())
 
 
 # --- extraction, export, fine-tuning ------------------------------------------------------------
@@ -196,7 +188,7 @@ def test_checkpoint_to_subnet_to_fine_tuning(tmp_path):
     ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
     model = _model()
     _trainer(tmp_path, max_epochs=6, enable_checkpointing=True, callbacks=[ckpt_cb],
-             limit_val_batches=1).fit(model, _data())
+             limit_val_batches=1).fit(model, tiny_data())
     space, supernet = load_supernet(tmp_path / "last.ckpt")
     assert space.config() == model.space.config()
     arch = model.reference_subnet("middle")
@@ -210,7 +202,7 @@ def test_checkpoint_to_subnet_to_fine_tuning(tmp_path):
     fixed.eval()
     assert arch["resolution"] == 6  # the fixed module resizes 8x8 inputs to the arch's 6x6
     torch.testing.assert_close(fixed(x), subnet(resize_to(x, 6)))
-    _trainer(tmp_path / "ft", max_epochs=1).fit(fixed, _data())
+    _trainer(tmp_path / "ft", max_epochs=1).fit(fixed, tiny_data())
     with pytest.raises(RuntimeError, match="not a Once-for-All checkpoint"):
         load_supernet(paths["weights"])
 
@@ -222,7 +214,7 @@ def test_cli_export_subnet_from_an_ofa_checkpoint(tmp_path, capsys):
     ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
     model = _model(phases=PHASES[:1])
     _trainer(tmp_path, max_epochs=1, enable_checkpointing=True, callbacks=[ckpt_cb]).fit(
-        model, _data())
+        model, tiny_data())
     arch = model.space.smallest()
     text = model.space.to_string(arch)
     main(["export", "--ckpt", str(tmp_path / "last.ckpt"), "--subnet", text,

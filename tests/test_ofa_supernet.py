@@ -10,7 +10,7 @@ import torch
 from lightning_nas.spaces.base import ArchError
 from lightning_nas.spaces.mobilenet import MobileNetV3Space
 from lightning_nas.spaces.mobilenet_supernet import OFASupernet, recalibrate_bn, resize_to
-from tests.ofa_helpers import tiny_space
+from ofa_helpers import tiny_space
 
 
 def _randomise(supernet: OFASupernet) -> None:
