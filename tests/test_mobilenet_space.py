@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from lightning_nas.spaces.base import Arch, ArchError, Constraints
-from lightning_nas.spaces.mobilenet import MBConv, MobileNetV3Space, make_divisible
+from lightning_nas.spaces.mobilenet import (
+    CIFAR_STAGES,
+    IMAGENET_STAGES,
+    MBConv,
+    MobileNetV3CifarSpace,
+    MobileNetV3Space,
+    StageSpec,
+    make_divisible,
+)
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +220,26 @@ def test_max_params_constraint_enforced():
         space.validate(space.make(224, [3, 3, 2, 2, 3], [3] * 20, [3] * 20))
     with pytest.raises(ArchError, match="max_params"):
         space.build(space.make(224, [2] * 5, [7] * 20, [6] * 20))
+
+
+@pytest.mark.parametrize("class_path", ["MobileNetV3Space", "MobileNetV3CifarSpace"])
+def test_space_in_saved_config_reparses(class_path):
+    """The config a CLI run saves (jsonargparse dump) must parse back to the same space."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_argument("--space", type=MobileNetV3Space)
+    cfg = parser.parse_args(["--space", f"lightning_nas.spaces.mobilenet.{class_path}",
+                             "--space.depths", "[1, 2]"])
+    dumped = parser.dump(cfg)
+    assert "Unable to serialize" not in dumped
+    space = parser.instantiate(parser.parse_string(dumped)).space
+    expected = {"MobileNetV3Space": (MobileNetV3Space, IMAGENET_STAGES),
+                "MobileNetV3CifarSpace": (MobileNetV3CifarSpace, CIFAR_STAGES)}[class_path]
+    assert type(space) is expected[0]
+    assert space.stages == expected[1] and space.depths == (1, 2)
+
+
+def test_stages_given_as_dicts():
+    stages = [{"width": 8, "stride": 1, "se": False, "act": "relu"}]
+    assert MobileNetV3Space(stages=stages).stages == (StageSpec(8, 1, False, "relu"),)

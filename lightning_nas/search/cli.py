@@ -53,7 +53,6 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -171,23 +170,13 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-@contextmanager
-def _quiet_dump():
-    """Silence jsonargparse's 'Unable to serialize instance' warnings while the resolved
-    config is saved (e.g. the ``StageSpec`` defaults of the MobileNetV3 spaces)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"(?s).*Unable to serialize instance")
-        yield
-
-
 def _save_config(parser: ArgumentParser, cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Write the resolved config to ``run_dir`` (``config.resume.yaml`` when resuming) and
     return it as plain data for the reports."""
     config_name = "config.yaml" if not (cfg.resume and (run_dir / "config.yaml").exists()) \
         else "config.resume.yaml"
-    with _quiet_dump():
-        parser.save(cfg, run_dir / config_name, overwrite=True)
-        return yaml.safe_load(parser.dump(cfg, skip_none=False))
+    parser.save(cfg, run_dir / config_name, overwrite=True)
+    return yaml.safe_load(parser.dump(cfg, skip_none=False))
 
 
 def _pareto_summary(p: Mapping[str, Any]) -> dict[str, Any]:

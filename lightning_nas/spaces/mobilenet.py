@@ -230,7 +230,9 @@ class MobileNetV3Space(SearchSpace):
         kernels: choices of depthwise kernel size (odd).
         expands: choices of expand ratio.
         resolutions: choices of input resolution.
-        stages: the stage table (:data:`IMAGENET_STAGES` or :data:`CIFAR_STAGES`).
+        stages: the stage table, :class:`StageSpec` or dicts of its fields; ``None`` gives
+            :data:`IMAGENET_STAGES` (:data:`CIFAR_STAGES` in the CIFAR class). ``None`` rather
+            than the tuple as default so a saved config (jsonargparse) re-parses.
         stem_stride: stride of the stem conv (2 ImageNet, 1 CIFAR).
         stem_width, final_width, feature_width: 16, 960, 1280 in OFA.
         num_classes, in_channels, dropout: defaults of :meth:`build` (OFA: dropout 0.1).
@@ -244,7 +246,7 @@ class MobileNetV3Space(SearchSpace):
     def __init__(self, *, depths: Sequence[int] = (2, 3, 4), kernels: Sequence[int] = (3, 5, 7),
                  expands: Sequence[int] = (3, 4, 6),
                  resolutions: Sequence[int] = (128, 160, 192, 224),
-                 stages: Sequence[StageSpec | Mapping[str, Any]] = IMAGENET_STAGES,
+                 stages: Sequence[StageSpec] | None = None,
                  stem_stride: int = 2, stem_width: int = 16, final_width: int = 960,
                  feature_width: int = 1280, num_classes: int = 1000, in_channels: int = 3,
                  dropout: float = 0.1, constraints: Constraints | None = None):
@@ -255,7 +257,8 @@ class MobileNetV3Space(SearchSpace):
             raise ValueError(f"kernels must be odd, got {self.kernels}")
         self.expands = _check_choices("expands", expands)
         self.resolutions = _check_choices("resolutions", resolutions)
-        self.stages = tuple(s if isinstance(s, StageSpec) else StageSpec(**s) for s in stages)
+        self.stages = tuple(s if isinstance(s, StageSpec) else StageSpec(**s)
+                            for s in (IMAGENET_STAGES if stages is None else stages))
         if not self.stages:
             raise ValueError("need at least one stage")
         for s in self.stages:
@@ -486,12 +489,14 @@ class MobileNetV3CifarSpace(MobileNetV3Space):
 
     def __init__(self, *, depths: Sequence[int] = (2, 3, 4), kernels: Sequence[int] = (3, 5, 7),
                  expands: Sequence[int] = (3, 4, 6), resolutions: Sequence[int] = (32,),
-                 stages: Sequence[StageSpec | Mapping[str, Any]] = CIFAR_STAGES,
+                 stages: Sequence[StageSpec] | None = None,
                  stem_stride: int = 1, stem_width: int = 16, final_width: int = 960,
                  feature_width: int = 1280, num_classes: int = 10, in_channels: int = 3,
                  dropout: float = 0.1, constraints: Constraints | None = None):
         super().__init__(depths=depths, kernels=kernels, expands=expands,
-                         resolutions=resolutions, stages=stages, stem_stride=stem_stride,
+                         resolutions=resolutions,
+                         stages=CIFAR_STAGES if stages is None else stages,
+                         stem_stride=stem_stride,
                          stem_width=stem_width, final_width=final_width,
                          feature_width=feature_width, num_classes=num_classes,
                          in_channels=in_channels, dropout=dropout, constraints=constraints)
