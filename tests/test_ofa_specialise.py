@@ -220,6 +220,8 @@ def test_search_cli_specialises_for_three_budgets(tmp_path, ckpt, table_path, mo
         assert (run / name).is_file(), name
     pareto = json.loads((run / "pareto.json").read_text())
     assert pareto["objectives"] == {"accuracy": "max", "latency_ms": "min"}
+    assert pareto["x_limits"] == {f"{b:g} ms": b for b in budgets}  # drawn in pareto.png
+    assert "Unable to serialize" not in (run / "config.yaml").read_text()
     # every evaluated network of the three searches, once
     ok = [r for b in budgets for r in read_journal(run / f"budget_{b:g}ms")
           if r["status"] == "ok"]

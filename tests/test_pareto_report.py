@@ -41,6 +41,18 @@ def test_write_pareto_files_and_content(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["pareto.json", "pareto.png"]
 
 
+def test_x_limits_drawn_and_stored(tmp_path):
+    plain = write_pareto(tmp_path / "plain", CANDS)
+    marked = write_pareto(tmp_path / "marked", CANDS, x_limits={"6 ms": 6.0, "10.5 ms": 10.5})
+    assert "x_limits" not in plain
+    assert json.loads((tmp_path / "marked" / "pareto.json").read_text())["x_limits"] == {
+        "6 ms": 6.0, "10.5 ms": 10.5}
+    with Image.open(plain["png_path"]) as a, Image.open(marked["png_path"]) as b:
+        changed = np.abs(np.asarray(a.convert("L"), dtype=int)
+                         - np.asarray(b.convert("L"), dtype=int)) > 30
+    assert changed.mean() > 0.005  # two dashed lines, two rings, two legend rows
+
+
 def test_score_key_picks_best_and_derived_reference(tmp_path):
     out = write_pareto(tmp_path, CANDS, {"accuracy": "max", "params": "min"}, score_key="reward",
                        plot=False)

@@ -201,12 +201,14 @@ def _label(name: str) -> tuple[str, float]:
 
 
 def pareto_figure(candidates: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
-                  *, title: str | None = None):
+                  *, title: str | None = None, x_limits: Mapping[str, float] | None = None):
     """A matplotlib ``Figure`` (Agg canvas, no pyplot state) of the first two objectives.
 
     All candidates are grey dots; the front is highlighted and joined by the staircase
     boundary of the region it dominates; the best architecture is annotated. With one
-    objective, the x axis is the candidate index.
+    objective, the x axis is the candidate index. ``x_limits`` (label -> value in the x
+    metric's unit, e.g. ``{"4 ms": 4.0}`` for latency budgets) are drawn as dashed vertical
+    lines, each with the best candidate (first objective) that meets it ringed.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -251,6 +253,18 @@ def pareto_figure(candidates: Sequence[Mapping[str, Any]], summary: Mapping[str,
         ax.annotate(f"best: {text}", (bx, by), xytext=(8, -14), textcoords="offset points",
                     fontsize=7, zorder=5,
                     arrowprops={"arrowstyle": "-", "color": "0.3", "lw": 0.6})
+    if x_limits and x_name != "index" and all_records:
+        xs, ys = values(x_name, x_scale, all_records), values(y_name, y_scale, all_records)
+        for n, (text, limit) in enumerate(sorted(x_limits.items(), key=lambda kv: kv[1])):
+            colour = f"C{n % 10}"
+            ax.axvline(limit * x_scale, color=colour, ls="--", lw=1.0, zorder=0,
+                       label=f"limit {text}")
+            meets = (xs <= limit * x_scale) if x_dir == "min" else (xs >= limit * x_scale)
+            if meets.any():
+                pick = np.flatnonzero(meets)[np.argmax(ys[meets] if y_dir == "max"
+                                                       else -ys[meets])]
+                ax.scatter([xs[pick]], [ys[pick]], s=150, facecolors="none",
+                           edgecolors=colour, linewidths=1.5, zorder=4)
     ax.set_xlabel(x_label + (" (lower is better)" if x_dir == "min" and x_name != "index"
                              else " (higher is better)" if x_name != "index" else ""))
     ax.set_ylabel(y_label + (" (higher is better)" if y_dir == "max" else " (lower is better)"))
@@ -273,7 +287,8 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 def write_pareto(run_dir: str | os.PathLike, candidates: Iterable[Mapping[str, Any]],
                  objectives: Mapping[str, str] | Sequence[tuple[str, str]] | None = None, *,
                  reference: Sequence[float] | None = None, score_key: str | None = None,
-                 plot: bool = True, stem: str = "pareto") -> dict[str, Any]:
+                 plot: bool = True, stem: str = "pareto",
+                 x_limits: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Write ``<run_dir>/pareto.json`` and ``<run_dir>/pareto.png`` atomically.
 
     Args:
@@ -286,6 +301,8 @@ def write_pareto(run_dir: str | os.PathLike, candidates: Iterable[Mapping[str, A
         score_key: metric (maximised) that picks the annotated best architecture.
         plot: also write the PNG.
         stem: file name without extension.
+        x_limits: limits on the x objective marked in the plot (see :func:`pareto_figure`);
+            also stored in the JSON as ``"x_limits"``.
 
     Returns:
         The summary written to JSON (see :func:`pareto_summary`) plus ``"json_path"`` and
@@ -293,6 +310,8 @@ def write_pareto(run_dir: str | os.PathLike, candidates: Iterable[Mapping[str, A
     """
     cands = list(candidates)
     summary = pareto_summary(cands, objectives, reference=reference, score_key=score_key)
+    if x_limits:
+        summary["x_limits"] = {k: float(v) for k, v in x_limits.items()}
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     json_path = run_dir / f"{stem}.json"
@@ -300,7 +319,7 @@ def write_pareto(run_dir: str | os.PathLike, candidates: Iterable[Mapping[str, A
     if png_path is not None:
         import io
 
-        fig = pareto_figure(cands, summary)
+        fig = pareto_figure(cands, summary, x_limits=x_limits)
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         _atomic_write_bytes(png_path, buf.getvalue())

@@ -275,17 +275,6 @@ def _unsatisfiable(err: RuntimeError, run_dir: Path, constraints: Constraints | 
     return RuntimeError("\n".join(lines))
 
 
-def _latency_hooks_objectives(primary: str, hooks: Sequence[Any]) -> dict[str, str] | None:
-    """Default Pareto objectives: :func:`default_objectives`, plus ``latency_ms`` for hooks
-    that are not cost hooks but say they give latency (``latency = True``, e.g.
-    :class:`~lightning_nas.hardware.LatencyTableHook`)."""
-    found = default_objectives(primary, hooks)
-    if (found is None or "latency_ms" not in found) and any(
-            getattr(h, "latency", None) is True for h in hooks):
-        return {primary: "max", "latency_ms": "min"}
-    return found
-
-
 def _budget_name(budget: float) -> str:
     return f"{budget:g}ms"
 
@@ -365,7 +354,7 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(problem)
     primary = getattr(evaluator, "primary_metric", None) or objective_name
     pareto_opts: ParetoOptions = init.pareto
-    pareto_objectives = pareto_opts.objectives or _latency_hooks_objectives(primary, hooks)
+    pareto_objectives = pareto_opts.objectives or default_objectives(primary, hooks)
     if pareto_opts.enabled is None:
         pareto_opts.enabled = pareto_objectives is not None
     if pareto_opts.enabled and not pareto_objectives:
@@ -395,7 +384,9 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
         else None, objectives=pareto_objectives, wandb=wandb_opts,
         config=dumped, resume=cfg.resume,
         extra_summary={f"latency_measurement/{k}": v for k, v in hardware.items()
-                       if isinstance(v, (int, float, str))})
+                       if isinstance(v, (int, float, str))},
+        x_limits={f"{b:g} ms": b for b in budgets} if list(objectives)[1:2] == ["latency_ms"]
+        else None)
 
     executor = _make_executor(cfg)
     build_network = getattr(evaluator, "network", None)
@@ -573,7 +564,9 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
         objectives=objectives, wandb=wandb_opts,
         config=dumped, resume=cfg.resume,
         extra_summary={f"latency_measurement/{k}": v for k, v in hardware.items()
-                       if isinstance(v, (int, float, str))})
+                       if isinstance(v, (int, float, str))},
+        x_limits={f"{b:g} ms": b for b in budgets} if list(objectives)[1:2] == ["latency_ms"]
+        else None)
     reporter.records = records
     failed = True
     try:

@@ -110,14 +110,18 @@ class SearchReporter:
         config: the resolved search config, stored in the W&B run.
         resume: continue the W&B run of a resumed search.
         extra_summary: values put in the W&B run summary at the start (e.g. hardware).
+        x_limits: limits on the Pareto plot's x objective, drawn as lines (e.g. the latency
+            budgets, ``{"4 ms": 4.0}``).
     """
 
     def __init__(self, run_dir: str | Path, *, objective_name: str,
                  pareto: ParetoOptions | None = None,
                  objectives: Mapping[str, str] | None = None,
                  wandb: WandbOptions | None = None, config: Mapping[str, Any] | None = None,
-                 resume: bool = False, extra_summary: Mapping[str, Any] | None = None):
+                 resume: bool = False, extra_summary: Mapping[str, Any] | None = None,
+                 x_limits: Mapping[str, float] | None = None):
         self.run_dir = Path(run_dir)
+        self.x_limits = dict(x_limits or {})
         self.objective_name = objective_name
         self.pareto = pareto if pareto is not None and pareto.enabled is not False else None
         if self.pareto is not None and self.pareto.every_n_trials < 0:
@@ -261,7 +265,7 @@ class SearchReporter:
 
         summary = write_pareto(self.run_dir, cands, self.objectives,
                                reference=self.pareto.reference, score_key="objective",
-                               plot=self.pareto.plot)
+                               plot=self.pareto.plot, x_limits=self.x_limits)
         self.last_pareto = summary
         run = self.wandb_run()
         if run is not None:
@@ -307,13 +311,14 @@ class SearchReporter:
 
 
 def default_objectives(primary: str, hooks: Sequence[Any]) -> dict[str, str] | None:
-    """``{primary: max, latency_ms: min}`` when a hook measures latency, ``{primary: max,
-    params: min}`` when a cost hook counts parameters, else None (nothing to trade)."""
+    """``{primary: max, latency_ms: min}`` when a hook gives latency (``hook.latency is
+    True``: a :class:`~lightning_nas.hardware.CostHook` that measures it, a
+    :class:`~lightning_nas.hardware.LatencyTableHook`), ``{primary: max, params: min}`` when a
+    cost hook counts parameters, else None (nothing to trade)."""
     from lightning_nas.hardware.costs import CostHook
 
-    costs = [h for h in hooks if isinstance(h, CostHook)]
-    if any(h.latency for h in costs):
+    if any(getattr(h, "latency", None) is True for h in hooks):
         return {primary: "max", "latency_ms": "min"}
-    if costs:
+    if any(isinstance(h, CostHook) for h in hooks):
         return {primary: "max", "params": "min"}
     return None
