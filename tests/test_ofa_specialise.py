@@ -312,3 +312,66 @@ def test_the_cifar10_specialisation_config_parses():
     assert evaluator.data.init_args.val_fraction > 0 and evaluator.split == "val"
     assert cfg.metric_hooks[0].class_path.endswith("LatencyTableHook")
     assert cfg.run_dir == "runs/search/ofa-cifar10" and cfg.wandb.mode == "offline"
+
+
+def test_the_cifar10_predictor_specialisation_config_parses():
+    from lightning_nas.search.cli import build_parser
+    from lightning_nas.search.predictor_evaluator import PredictorEvaluator
+
+    root = Path(__file__).resolve().parents[1]
+    path = root / "configs" / "search" / "ofa_cifar10_specialise_predictor.yaml"
+    cfg = build_parser().parse_args(["--config", str(path)])
+    plain = build_parser().parse_args(
+        ["--config", str(root / "configs" / "search" / "ofa_cifar10_specialise.yaml")])
+    # the same supernet, data and latency table as the measured-fitness config
+    assert cfg.evaluator.init_args.evaluator == plain.evaluator
+    assert cfg.metric_hooks == plain.metric_hooks and cfg.budgets == plain.budgets
+    assert cfg.evaluator.class_path == f"{PredictorEvaluator.__module__}.PredictorEvaluator"
+    assert cfg.evaluator.init_args.train_archs == 200 and cfg.budget_trials == 1000
+
+
+def test_search_cli_with_an_accuracy_predictor_verifies_the_chosen_subnets(
+        tmp_path, ckpt, table_path, monkeypatch):
+    """OFA's predictor fitness: the search queries a predictor trained on 12 inherited
+    accuracies; budgets.json gives each chosen subnet's real inherited accuracy too."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    _, low, high = _range(table_path)
+    budgets = [round(low + f * (high - low), 3) for f in (0.3, 0.9)]
+    inner = {"class_path": "lightning_nas.search.supernet_evaluator.SupernetEvaluator",
+             "init_args": {"checkpoint": str(ckpt), **EVAL, "data": {
+                 "class_path": "lightning_nas.data.SyntheticDataModule", "init_args": DATA}}}
+    data_file = tmp_path / "inherited.jsonl"
+    config = _config(tmp_path, ckpt, table_path, budgets, budget_trials=20, evaluator={
+        "class_path": "lightning_nas.search.predictor_evaluator.PredictorEvaluator",
+        "init_args": {"evaluator": inner, "train_archs": 12, "holdout_fraction": 0.5,
+                      "data_file": str(data_file), "progress": False}})
+    summary = main_search(["--config", str(config)])
+    assert len(data_file.read_text().splitlines()) == 12
+    assert summary["predictor"]["networks"] == 12
+    assert summary["predictor"]["holdout"]["holdout"] == 6
+    run = tmp_path / "run"
+    reference = _evaluator(ckpt)
+    space = tiny_space()
+    report = json.loads((run / "budgets.json").read_text())
+    for entry in report["budgets"]:
+        arch = space.parse(entry["arch"])
+        assert entry["latency_ms"] <= entry["budget_ms"]
+        assert "accuracy_std" in entry["metrics"]  # the fitness was predicted
+        assert entry["verified"] == reference(arch)  # and the real inherited numbers
+        saved = json.loads(Path(entry["subnet"]["arch"]).read_text())
+        assert saved["metrics"] == reference(arch)  # exported with the real numbers
+
+
+def test_the_fingerprint_changes_with_the_checkpoint_and_settings(ckpt, tmp_path):
+    import os
+    import shutil
+
+    first = _evaluator(ckpt).fingerprint()
+    assert first == _evaluator(ckpt).fingerprint()
+    assert first != _evaluator(ckpt, calibration_images=16).fingerprint()
+    assert first != _evaluator(ckpt, data=tiny_data(seed=1)).fingerprint()
+    copy = shutil.copy2(ckpt, tmp_path / "last.ckpt")
+    before = _evaluator(copy).fingerprint()
+    assert before != first  # another file
+    os.utime(copy, ns=(10**18, 10**18))  # rewritten in place (a retrained supernet)
+    assert _evaluator(copy).fingerprint() != before

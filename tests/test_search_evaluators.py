@@ -142,3 +142,13 @@ def test_cli_errors(full_table, tmp_path):
     with pytest.raises(SystemExit):
         main_search(["--config", str(config), "--sampler.init_args.population_size", "3",
                      "--run_dir", str(tmp_path)])
+
+
+def test_latency_limits_are_drawn_only_on_a_latency_axis():
+    from lightning_nas.search.cli import _latency_limits
+
+    latency = {"accuracy": "max", "latency_ms": "min"}
+    assert _latency_limits(latency, [4.0, 7.5]) == {"4 ms": 4.0, "7.5 ms": 7.5}
+    assert _latency_limits(latency, [None]) is None  # no max_latency_ms constraint
+    assert _latency_limits({"accuracy": "max", "params": "min"}, [4.0]) is None
+    assert _latency_limits(None, [4.0]) is None

@@ -15,6 +15,7 @@ from lightning_nas.search.evaluators import (
 )
 from lightning_nas.search.journal import Journal, read_journal, without_timing
 from lightning_nas.search.loop import MetricObjective, SearchResult, run_search
+from lightning_nas.search.predictor_evaluator import PredictorEvaluator
 from lightning_nas.search.samplers import (
     BayesianOptimization,
     RandomSampler,
@@ -32,6 +33,7 @@ __all__ = [
     "Journal",
     "MLPEnsemble",
     "MetricObjective",
+    "PredictorEvaluator",
     "PredictorSurrogate",
     "RandomSampler",
     "RegularizedEvolution",

@@ -179,6 +179,32 @@ def _save_config(parser: ArgumentParser, cfg: Any, run_dir: Path) -> dict[str, A
     return yaml.safe_load(parser.dump(cfg, skip_none=False))
 
 
+def _add_run_facts(summary: dict[str, Any], *, constraints: Mapping[str, Any] | None,
+                   hardware: Mapping[str, Any], reported: Mapping[str, Any],
+                   evaluator: Any) -> None:
+    """The summary.json entries every search writes: its constraints, where latency was
+    measured, the Pareto report, the W&B run and an accuracy predictor's hold-out quality."""
+    if constraints:
+        summary["constraints"] = dict(constraints)
+    if hardware:
+        summary["latency_measurement"] = dict(hardware)
+    if reported["pareto"] is not None:
+        summary["pareto"] = _pareto_summary(reported["pareto"])
+    if reported["wandb"] is not None:
+        summary["wandb"] = reported["wandb"]
+    if getattr(evaluator, "fit_report", None) is not None:
+        summary["predictor"] = evaluator.fit_report
+
+
+def _latency_limits(objectives: Mapping[str, str] | None,
+                    limits: Sequence[float | None]) -> dict[str, float] | None:
+    """Latency limits (budgets, ``max_latency_ms``) to draw on the Pareto plot, when its x
+    axis (the second objective) is ``latency_ms``."""
+    if list(objectives or {})[1:2] != ["latency_ms"]:
+        return None
+    return {f"{b:g} ms": float(b) for b in limits if b is not None} or None
+
+
 def _pareto_summary(p: Mapping[str, Any]) -> dict[str, Any]:
     """The summary.json entry of a written Pareto report."""
     return {"objectives": p["objectives"], "hypervolume": p["hypervolume"],
@@ -385,8 +411,8 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
         config=dumped, resume=cfg.resume,
         extra_summary={f"latency_measurement/{k}": v for k, v in hardware.items()
                        if isinstance(v, (int, float, str))},
-        x_limits={f"{b:g} ms": b for b in budgets} if list(objectives)[1:2] == ["latency_ms"]
-        else None)
+        x_limits=_latency_limits(pareto_objectives, [constraints.max_latency_ms]
+                                 if constraints is not None else []))
 
     executor = _make_executor(cfg)
     build_network = getattr(evaluator, "network", None)
@@ -411,18 +437,9 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
             executor.shutdown(cancel_futures=True)
         reported = reporter.finish(failed=failed)
     summary = json.loads((run_dir / "summary.json").read_text())
-    summary["run_dir"] = str(run_dir)
-    summary["git_commit"] = _git_commit()
-    summary["objective_name"] = objective_name
-    if constraints is not None:
-        summary["constraints"] = constraints.active
-    if hardware:
-        summary["latency_measurement"] = hardware
-    if reported["pareto"] is not None:
-        p = reported["pareto"]
-        summary["pareto"] = _pareto_summary(p)
-    if reported["wandb"] is not None:
-        summary["wandb"] = reported["wandb"]
+    summary.update(run_dir=str(run_dir), git_commit=_git_commit(), objective_name=objective_name)
+    _add_run_facts(summary, constraints=constraints.active if constraints is not None else None,
+                   hardware=hardware, reported=reported, evaluator=evaluator)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     best = result.best
     counts = result.counts()
@@ -546,6 +563,9 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
                      trial=best["budget_trial"],
                      metrics={k: v for k, v in m.items() if k != "found_in_budget_ms"})
         entry[primary] = m.get(primary)
+        verify = getattr(evaluator, "verify", None)
+        if callable(verify):  # a predicted fitness: the wrapped evaluator's real numbers
+            entry["verified"] = dict(verify(Arch.from_dict(best["arch_json"])))
         export = getattr(evaluator, "export", None)
         entry["subnet"] = None
         if callable(export):
@@ -565,8 +585,7 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
         config=dumped, resume=cfg.resume,
         extra_summary={f"latency_measurement/{k}": v for k, v in hardware.items()
                        if isinstance(v, (int, float, str))},
-        x_limits={f"{b:g} ms": b for b in budgets} if list(objectives)[1:2] == ["latency_ms"]
-        else None)
+        x_limits=_latency_limits(objectives, budgets))
     reporter.records = records
     failed = True
     try:
@@ -594,17 +613,13 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
         "run_dir": str(run_dir), "git_commit": _git_commit(), "objective_name": objective_name,
         "budgets": best_per_budget, "searches": searches, "fastest_subnet": fastest,
         "candidates": len(records), "budgets_json": str(run_dir / "budgets.json")}
-    if base.active:
-        summary["constraints"] = base.active
-    if hardware:
-        summary["latency_measurement"] = hardware
+    _add_run_facts(summary, constraints=base.active or None, hardware=hardware,
+                   reported=reported, evaluator=evaluator)
     if reported["pareto"] is not None:
         p = reported["pareto"]
-        summary["pareto"] = _pareto_summary(p)
         print(f"Pareto front: {len(p['front'])} of {p['n_candidates']} candidates -> "
               f"{p['json_path']}")
     if reported["wandb"] is not None:
-        summary["wandb"] = reported["wandb"]
         print(f"W&B run {reported['wandb']['id']} in {reported['wandb']['dir']}")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True,
                                                      default=str) + "\n")

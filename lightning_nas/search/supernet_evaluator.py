@@ -44,6 +44,7 @@ and its data on first use.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import threading
 import warnings
@@ -535,6 +536,21 @@ class SupernetEvaluator(Evaluator):
         return save_subnet(net, self.space, out_dir, metrics=metrics,
                            supernet=str(self.checkpoint), split=self.split,
                            calibration_images=len(self.calibration_indices))
+
+    def fingerprint(self) -> str:
+        """What decides the numbers: the checkpoint file (absolute path, bytes, modification
+        time in ns), the data module's class and arguments and the calibration/evaluation
+        settings, as compact JSON."""
+        stat = self.checkpoint.stat()
+        data = {"class": type(self.data).__name__,
+                **{k: v for k, v in dict(getattr(self.data, "hparams", {})).items()
+                   if k not in ("batch_size", "eval_batch_size", "num_workers", "pin_memory")}}
+        return json.dumps({"checkpoint": str(self.checkpoint.resolve()), "bytes": stat.st_size,
+                           "mtime_ns": stat.st_mtime_ns, "data": data, "split": self.split,
+                           "calibration_images": self.calibration_images,
+                           "max_eval_images": self.max_eval_images, "batch_size": self.batch_size,
+                           "seed": self.seed}, sort_keys=True, separators=(",", ":"),
+                          default=str)
 
     def __repr__(self) -> str:
         return (f"SupernetEvaluator({str(self.checkpoint)!r}, {type(self.data).__name__}, "
