@@ -47,11 +47,11 @@ def main(argv=None) -> dict:
 
     import torch
     import yaml
+    from script_results import write_results
 
     from lightning_nas.data import ImageFolderDataModule
     from lightning_nas.hardware.latency import device_name, measure_latency
     from lightning_nas.search.supernet_evaluator import SupernetEvaluator
-    from script_results import write_results
 
     torch.set_num_threads(1)
     search = Path(args.search)

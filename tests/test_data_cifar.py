@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from lightning_nas.data import (
+    ChecksumError,
     CIFAR10DataModule,
     CIFAR100DataModule,
-    ChecksumError,
     read_cifar_archive,
 )
 

@@ -5,9 +5,9 @@ import json
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from ofa_helpers import tiny_data, tiny_space
 
 from lightning_nas.strategies.ofa import OnceForAll, Phase
-from ofa_helpers import tiny_data, tiny_space
 
 
 class RecordPerRank(Callback):

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from ofa_helpers import TINY_STAGES, tiny_space
 
 from lightning_nas.data import SyntheticDataModule
 from lightning_nas.hardware.latency_lut import LatencyTable, enumerate_layers
@@ -25,7 +26,6 @@ from lightning_nas.spaces.base import Arch, ArchError
 from lightning_nas.spaces.mobilenet_supernet import recalibrate_bn, resize_to
 from lightning_nas.strategies.fixed import FixedArchitecture
 from lightning_nas.strategies.ofa import OnceForAll, Phase, load_supernet
-from ofa_helpers import TINY_STAGES, tiny_space
 
 DATA = {"num_classes": 4, "in_channels": 3, "image_size": 8, "train_size": 64,
         "test_size": 16, "batch_size": 16, "val_fraction": 0.25, "seed": 0, "hflip": True,

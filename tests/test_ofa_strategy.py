@@ -5,11 +5,11 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from ofa_helpers import tiny_data, tiny_space
 
 from lightning_nas.spaces.mobilenet_supernet import resize_to
 from lightning_nas.strategies.fixed import FixedArchitecture
 from lightning_nas.strategies.ofa import OnceForAll, Phase, load_supernet, save_subnet
-from ofa_helpers import tiny_data, tiny_space
 
 PHASES = [
     Phase("full", 1, 0.05, resolutions=[6, 8]),

@@ -6,11 +6,11 @@ import random
 
 import pytest
 import torch
+from ofa_helpers import tiny_space
 
 from lightning_nas.spaces.base import ArchError
 from lightning_nas.spaces.mobilenet import MobileNetV3Space
 from lightning_nas.spaces.mobilenet_supernet import OFASupernet, recalibrate_bn, resize_to
-from ofa_helpers import tiny_space
 
 
 def _randomise(supernet: OFASupernet) -> None:

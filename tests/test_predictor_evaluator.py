@@ -8,13 +8,13 @@ import pickle
 import random
 
 import pytest
+from ofa_helpers import tiny_space
 from scipy.stats import kendalltau
 
 from lightning_nas.estimation.predictors import GradientBoosting
 from lightning_nas.search.evaluators import Evaluator
 from lightning_nas.search.predictor_evaluator import PredictorEvaluator
 from lightning_nas.spaces.base import Arch
-from ofa_helpers import tiny_space
 
 
 class KnownAccuracy(Evaluator):

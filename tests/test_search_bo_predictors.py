@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-import random
 import os
+import random
 import statistics
 from pathlib import Path
 

@@ -28,7 +28,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated zip, pickle garbage, wrong format
+    except Exception as err:  # noqa: BLE001 - truncated zip, pickle garbage, wrong format
         raise RuntimeError(
             f"cannot read checkpoint {str(path)!r} ({type(err).__name__}: {err}); the file is "
             "truncated or not a Lightning checkpoint - use another one from the run's "
