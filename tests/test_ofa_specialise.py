@@ -360,6 +360,13 @@ def test_search_cli_with_an_accuracy_predictor_verifies_the_chosen_subnets(
         assert entry["verified"] == reference(arch)  # and the real inherited numbers
         saved = json.loads(Path(entry["subnet"]["arch"]).read_text())
         assert saved["metrics"] == reference(arch)  # exported with the real numbers
+    tables = sorted((run / "wandb").glob("offline-run-*/files/media/table/budgets/best_*.json"))
+    table = json.loads(tables[-1].read_text())
+    column = table["columns"].index("verified_accuracy")
+    assert [row[column] for row in table["data"]] == \
+        [e["verified"]["accuracy"] for e in report["budgets"]]
+    per_budget = json.loads((run / f"budget_{budgets[0]:g}ms" / "pareto.json").read_text())
+    assert per_budget["x_limits"] == {f"{budgets[0]:g} ms": budgets[0]}
 
 
 def test_the_fingerprint_changes_with_the_checkpoint_and_settings(ckpt, tmp_path):

@@ -503,7 +503,8 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
             sampler.reset(seed)  # a fresh sampler of the same config for every budget
             reporter = SearchReporter(bdir, objective_name=objective_name,
                                       pareto=per_budget_pareto if pareto_opts.enabled is not False
-                                      else None, objectives=objectives, resume=cfg.resume)
+                                      else None, objectives=objectives, resume=cfg.resume,
+                                      x_limits=_latency_limits(objectives, [budget]))
             failed = True
             try:
                 try:
@@ -593,10 +594,12 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
         if run is not None:
             import wandb
 
-            columns = ["budget_ms", "arch", primary, "latency_ms", "objective", "subnet"]
+            columns = ["budget_ms", "arch", primary, f"verified_{primary}", "latency_ms",
+                       "objective", "subnet"]
             table = wandb.Table(columns=columns)
             for e in best_per_budget:
-                table.add_data(e["budget_ms"], e["arch"], e.get(primary), e.get("latency_ms"),
+                table.add_data(e["budget_ms"], e["arch"], e.get(primary),
+                               (e.get("verified") or {}).get(primary), e.get("latency_ms"),
                                e.get("objective"), (e["subnet"] or {}).get("weights"))
                 if e["arch"] is not None:
                     tag = f"budgets/{_budget_name(e['budget_ms'])}"
@@ -604,6 +607,9 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
                     for key in (primary, "latency_ms", "objective"):
                         if isinstance(e.get(key), (int, float)):
                             run.summary[f"{tag}/{key}"] = e[key]
+                    verified = (e.get("verified") or {}).get(primary)
+                    if isinstance(verified, (int, float)):
+                        run.summary[f"{tag}/verified_{primary}"] = verified
             run.log({"budgets/best": table})
         failed = False
     finally:
