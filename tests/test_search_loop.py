@@ -226,6 +226,41 @@ def test_metric_hooks_and_constraint(tmp_path):
     assert all(isinstance(n, torch.nn.Module) for n in seen_networks)
 
 
+def _few_convs(arch, metrics):
+    """Accepts about a quarter of random NB201 cells: those without a 3x3 conv."""
+    return "nor_conv_3x3" not in arch.values()
+
+
+def test_rejected_draws_save_the_state_lazily_and_a_kill_still_resumes_exactly(
+        tmp_path, monkeypatch):
+    """The state (which grows with the sampler's history) is saved after every evaluated
+    trial but not after every rejected draw; resuming replays the journaled rejections."""
+    import lightning_nas.search.journal as journal_module
+    import lightning_nas.search.loop as loop_module
+
+    full = run_search(SPACE, sampler_of("rea"), SyntheticEvaluator(), budget_trials=20,
+                      run_dir=tmp_path / "full", seed=5, progress=False,
+                      constraint=_few_convs)
+    n_rejected = full.counts()["rejected"]
+    assert n_rejected >= 15
+
+    saves = []
+    real_save = journal_module.Journal.save_state
+    monkeypatch.setattr(journal_module.Journal, "save_state",
+                        lambda self, state: (saves.append(state["n_records"]),
+                                             real_save(self, state)))
+    monkeypatch.setattr(loop_module, "REJECTED_SAVE_SECONDS", 1e9)  # never after a rejection
+    with pytest.raises(Kill):
+        run_search(SPACE, sampler_of("rea"), KillAfter(3), budget_trials=20,
+                   run_dir=tmp_path / "cut", seed=5, progress=False, constraint=_few_convs)
+    cut = read_journal(tmp_path / "cut")
+    assert len(saves) == 3  # one per evaluated trial, none per rejection
+    assert saves[-1] < len(cut)  # rejections were journaled after the last state save
+    run_search(SPACE, sampler_of("rea", seed=99), SyntheticEvaluator(), budget_trials=20,
+               run_dir=tmp_path / "cut", resume=True, progress=False, constraint=_few_convs)
+    assert records(tmp_path / "cut") == records(tmp_path / "full")
+
+
 def test_unsatisfiable_constraint_stops_with_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="20 candidates in a row were rejected"):
         run_search(SPACE, sampler_of("random"), SyntheticEvaluator(), budget_trials=10,

@@ -65,6 +65,8 @@ def _constraint_reason(constraint: Constraint, arch: Arch,
     return None if verdict else f"rejected by the constraint {constraint!r}"
 
 STATE_VERSION = 1
+#: At most one state save per this many seconds while draws are rejected before evaluation.
+REJECTED_SAVE_SECONDS = 2.0
 
 
 class MetricObjective:
@@ -336,12 +338,21 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
             rec["traceback"] = tb
         return rec
 
-    def commit(rec: dict[str, Any], overhead: float) -> None:
-        """Journal a new record, then the sampler state; the overhead includes the save."""
+    last_save = [time.perf_counter()]
+
+    def commit(rec: dict[str, Any], overhead: float, *, lazy: bool = False) -> None:
+        """Journal a new record, then the sampler state; the overhead includes the save.
+
+        ``lazy`` (rejected draws) saves the state at most every ``REJECTED_SAVE_SECONDS``: the
+        state grows with the sampler's history, and a tight constraint rejects thousands of
+        draws. A state behind the journal is fine: on resume the journaled rejections are
+        replayed (the same asks give the same archs)."""
         records.append(rec)
         journal.append(rec)
         s0 = time.perf_counter()
-        save_state()
+        if not lazy or s0 - last_save[0] >= REJECTED_SAVE_SECONDS:
+            save_state()
+            last_save[0] = time.perf_counter()
         overheads.append(overhead + time.perf_counter() - s0)
 
     def notify(rec: dict[str, Any]) -> None:
@@ -429,7 +440,7 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
                                     {"eval_seconds": 0.0, "hook_seconds": hook_seconds,
                                      "wall_seconds": hook_seconds, "overhead_seconds": overhead,
                                      "sampler_seconds": ask_seconds + tell_seconds})
-                    commit(rec, overhead)
+                    commit(rec, overhead, lazy=status == "rejected")
                     notify(rec)
                     if status == "failed":
                         n_evaluated += 1
