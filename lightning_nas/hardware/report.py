@@ -250,7 +250,10 @@ def pareto_figure(candidates: Sequence[Mapping[str, Any]], summary: Mapping[str,
         text = best["arch"] if len(best["arch"]) <= 48 else best["arch"][:45] + "..."
         ax.scatter([bx], [by], marker="*", s=160, c="gold", edgecolors="black", zorder=4,
                    label="best")
-        ax.annotate(f"best: {text}", (bx, by), xytext=(8, -14), textcoords="offset points",
+        lo, hi = ax.get_xlim()
+        right_half = bx > (lo + hi) / 2  # write the label towards the middle, inside the axes
+        ax.annotate(f"best: {text}", (bx, by), xytext=(-8 if right_half else 8, -14),
+                    textcoords="offset points", ha="right" if right_half else "left",
                     fontsize=7, zorder=5,
                     arrowprops={"arrowstyle": "-", "color": "0.3", "lw": 0.6})
     if x_limits and x_name != "index" and all_records:
