@@ -10,6 +10,10 @@ validation split the search used and on the untouched test split, and (when
     lightning-nas test --config configs/train/cifar10_ofa_subnet.yaml --model.arch ... --ckpt_path ...
     python scripts/ofa_specialise_report.py [--search runs/search/ofa-cifar10]
 
+With the accuracy-predictor config (``--config configs/search/ofa_cifar10_specialise_predictor.yaml``)
+the table shows the predicted validation accuracy beside the measured one ("verified").
+``--checkpoint`` reports a search over another supernet than the config's.
+
 Writes ``results.json`` / ``results.md`` to ``--out``
 (default ``scripts/results/ofa_specialise``).
 """
@@ -42,6 +46,8 @@ def main(argv=None) -> dict:
                         help="run folder of the fine-tuning (its metrics.csv)")
     parser.add_argument("--out", default="scripts/results/ofa_specialise")
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--checkpoint", default=None,
+                        help="the supernet the search used, when not the config's")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
 
@@ -57,8 +63,11 @@ def main(argv=None) -> dict:
     search = Path(args.search)
     budgets = json.loads((search / "budgets.json").read_text())
     cfg = yaml.safe_load(Path(args.config).read_text())["evaluator"]["init_args"]
+    if "evaluator" in cfg:  # PredictorEvaluator: the supernet evaluator it wraps
+        cfg = cfg["evaluator"]["init_args"]
+    checkpoint = args.checkpoint or cfg["checkpoint"]
     data = ImageFolderDataModule(**cfg["data"]["init_args"])
-    test_eval = SupernetEvaluator(cfg["checkpoint"], data, split="test", num_threads=1,
+    test_eval = SupernetEvaluator(checkpoint, data, split="test", num_threads=1,
                                   calibration_images=cfg["calibration_images"])
     test_eval.prepare()  # loads the checkpoint; test_eval.space is the supernet's space
     finetuned_test = last_metric(Path(args.finetune) / "metrics.csv", "test/acc")
@@ -76,10 +85,13 @@ def main(argv=None) -> dict:
                      "table_latency_ms": entry["latency_ms"],
                      "measured_latency_ms": measured.median_ms,
                      "measured_p10_p90_ms": [measured.p10_ms, measured.p90_ms],
-                     "inherited_val_acc": entry.get("accuracy"),
+                     "predicted_val_acc": entry.get("accuracy") if "verified" in entry
+                     else None,
+                     "inherited_val_acc": (entry.get("verified") or entry).get("accuracy"),
                      "inherited_test_acc": test["accuracy"],
                      "subnet": (entry.get("subnet") or {}).get("weights")})
     results = {"machine": device_name("cpu"), "torch": torch.__version__,
+               "search": str(search), "checkpoint": checkpoint,
                "load_average": os.getloadavg(), "latency_source": budgets["latency_source"],
                "fastest_subnet": budgets["fastest_subnet"], "rows": rows,
                "finetuned": {"run": args.finetune, "test_acc": finetuned_test,
@@ -90,13 +102,15 @@ def main(argv=None) -> dict:
              "Inherited accuracy: subnet extracted from the supernet, batch norm recalibrated on "
              f"{cfg['calibration_images']} training images, no training. Measured latency: "
              f"median of {args.repeats} runs (p10-p90).", "",
-             "| budget ms | table ms | measured ms | inherited val acc % | inherited test acc % |",
-             "|---|---|---|---|---|"]
+             f"Search: {search}; supernet: {checkpoint}.", "",
+             "| budget ms | table ms | measured ms | predicted val acc % | inherited val acc % "
+             "| inherited test acc % |", "|---|---|---|---|---|---|"]
     for r in rows:
+        predicted = "-" if r["predicted_val_acc"] is None else f"{r['predicted_val_acc']:.1f}"
         lines.append(f"| {r['budget_ms']:g} | {r['table_latency_ms']:.2f} | "
                      f"{r['measured_latency_ms']:.2f} ({r['measured_p10_p90_ms'][0]:.2f}-"
-                     f"{r['measured_p10_p90_ms'][1]:.2f}) | {r['inherited_val_acc']:.1f} | "
-                     f"{r['inherited_test_acc']:.1f} |")
+                     f"{r['measured_p10_p90_ms'][1]:.2f}) | {predicted} | "
+                     f"{r['inherited_val_acc']:.1f} | {r['inherited_test_acc']:.1f} |")
     if finetuned_test is not None:
         lines += ["", f"Fine-tuned through the CLI ({args.finetune}): test accuracy "
                   f"{100 * finetuned_test:.1f}%"
