@@ -23,8 +23,9 @@
   in trial order (the loop waits for the oldest trial in flight), so a search with the same
   seed and the same number of trials in flight is the same search however long each trial
   takes;
-* after every record the loop state (sampler state, trials in flight, time used) is saved
-  atomically to ``run_dir/search_state.pt``; ``resume=True`` restores it, re-runs the trials
+* after every evaluated record (and at most every ``REJECTED_SAVE_SECONDS`` while draws are
+  rejected before evaluation) the loop state (sampler state, trials in flight, time used) is
+  saved atomically to ``run_dir/search_state.pt``; ``resume=True`` restores it, re-runs the trials
   that were in flight and replays records written after the last save, so the finished
   journal equals an uninterrupted run's (apart from the ``timing`` fields).
 """
