@@ -10,8 +10,9 @@ validation split the search used and on the untouched test split, and (when
     lightning-nas test --config configs/train/cifar10_ofa_subnet.yaml --model.arch ... --ckpt_path ...
     python scripts/ofa_specialise_report.py [--search runs/search/ofa-cifar10]
 
-With the accuracy-predictor config (``--config configs/search/ofa_cifar10_specialise_predictor.yaml``)
-the table shows the predicted validation accuracy beside the measured one ("verified").
+With the accuracy-predictor config
+(``--config configs/search/ofa_cifar10_specialise_predictor.yaml``) the table shows the
+predicted validation accuracy beside the measured one ("verified").
 ``--checkpoint`` reports a search over another supernet than the config's.
 
 Writes ``results.json`` / ``results.md`` to ``--out``

@@ -73,7 +73,8 @@ def table_path(tmp_path_factory) -> Path:
 
 
 def _evaluator(ckpt: Path, **kwargs) -> SupernetEvaluator:
-    return SupernetEvaluator(str(ckpt), kwargs.pop("data", None) or tiny_data(), **{**EVAL, **kwargs})
+    data = kwargs.pop("data", None) or tiny_data()
+    return SupernetEvaluator(str(ckpt), data, **{**EVAL, **kwargs})
 
 
 # --- the evaluator ------------------------------------------------------------------------------

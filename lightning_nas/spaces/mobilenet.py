@@ -502,5 +502,6 @@ class MobileNetV3CifarSpace(MobileNetV3Space):
                          in_channels=in_channels, dropout=dropout, constraints=constraints)
 
 
-__all__ = ["CIFAR_STAGES", "MobileNetV3CifarSpace", "IMAGENET_STAGES", "MBConv", "MobileNetV3Network", "MobileNetV3Space",
-           "SqueezeExcite", "StageSpec", "make_divisible"]
+__all__ = ["CIFAR_STAGES", "IMAGENET_STAGES", "MBConv", "MobileNetV3CifarSpace",
+           "MobileNetV3Network", "MobileNetV3Space", "SqueezeExcite", "StageSpec",
+           "make_divisible"]
