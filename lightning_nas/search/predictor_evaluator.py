@@ -145,11 +145,11 @@ class PredictorEvaluator(Evaluator):
         return repr(self.evaluator) if cls.__repr__ is not object.__repr__ \
             else f"{cls.__module__}.{cls.__qualname__}"
 
-    def _read_data_file(self) -> dict[Arch, float]:
+    def _read_data_file(self, source: str) -> dict[Arch, float]:
+        """The records of ``data_file``, which must all come from ``source``."""
         out: dict[Arch, float] = {}
         if self.data_file is None or not self.data_file.is_file():
             return out
-        source = self.source()
         for n, line in enumerate(self.data_file.read_text().splitlines(), 1):
             if not line.strip():
                 continue
@@ -170,10 +170,10 @@ class PredictorEvaluator(Evaluator):
         return out
 
     def _collect(self) -> list[tuple[Arch, float]]:
-        known = self._read_data_file()
+        source = self.source()
+        known = self._read_data_file(source)
         archs = self._draw()
         todo = [a for a in archs if a not in known]
-        source = self.source()
         if todo and self.data_file is not None:
             self.data_file.parent.mkdir(parents=True, exist_ok=True)
         t0, every = time.time(), max(1, len(todo) // 10)

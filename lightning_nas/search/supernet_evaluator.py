@@ -70,11 +70,13 @@ __all__ = ["SupernetEvaluator"]
 #: Data-module attributes that hold loaded arrays / per-fit state (left out of the pickle).
 _LOADED = {"_train_set": None, "_test_set": None, "_splits": dict, "_stat_cache": dict,
            "_aug_epoch": -1, "_aug_count": dict}
-#: Data-module arguments that do not change which images it holds (batching, augmentation,
+#: Data-module arguments that only change how batches are loaded, never the numbers.
+_LOADING = {"batch_size", "eval_batch_size", "num_workers", "pin_memory"}
+#: Data-module arguments that do not change which images it holds (loading, augmentation,
 #: normalisation) or that decide the train/validation split (compared separately).
-_NOT_SOURCE = {"batch_size", "eval_batch_size", "num_workers", "pin_memory", "augment",
-               "crop_padding", "hflip", "cutout", "mean", "std", "max_per_class_test",
-               "val_fraction", "seed", "search", "_class_path", "_instantiator"}
+_NOT_SOURCE = _LOADING | {"augment", "crop_padding", "hflip", "cutout", "mean", "std",
+                          "max_per_class_test", "val_fraction", "seed", "search",
+                          "_class_path", "_instantiator"}
 _DIMENSIONS = (("kernels", "kernel"), ("expands", "expand"), ("depths", "depth"),
                ("resolutions", "resolution"))
 
@@ -544,7 +546,7 @@ class SupernetEvaluator(Evaluator):
         stat = self.checkpoint.stat()
         data = {"class": type(self.data).__name__,
                 **{k: v for k, v in dict(getattr(self.data, "hparams", {})).items()
-                   if k not in ("batch_size", "eval_batch_size", "num_workers", "pin_memory")}}
+                   if k not in _LOADING}}
         return json.dumps({"checkpoint": str(self.checkpoint.resolve()), "bytes": stat.st_size,
                            "mtime_ns": stat.st_mtime_ns, "data": data, "split": self.split,
                            "calibration_images": self.calibration_images,
