@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,23 @@ def _png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _jpeg(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _truncated_jpeg(size: int = 32) -> bytes:
+    """First half of a real ``size`` x ``size`` JPEG: at 32 px the cut falls in the scan data,
+    so PIL opens it (header intact) and only fails when the pixels are decoded."""
+    arr = np.random.default_rng(1).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    data = _jpeg(arr)
+    return data[: len(data) // 2]
+
+
+NOT_AN_IMAGE = b"this is a text file, not a JPEG\n"
 
 
 def make_tree(n_train: int = 4, n_test: int = 2, size: int = 6, seed: int = 0):
@@ -134,6 +152,84 @@ def test_errors(tmp_path):
         dm.setup()
     with pytest.raises(ValueError, match="max_per_class_train"):
         ImageFolderDataModule(root=str(tmp_path / "y.zip"), max_per_class_train=0)
+
+
+def _write(tmp_path: Path, files: dict[str, bytes], source: str) -> Path:
+    if source == "zip":
+        return _write_zip(tmp_path / "bad.zip", files)
+    return _write_dir(tmp_path / "imgs", files)
+
+
+def _shown(root: Path, name: str, source: str) -> str:
+    """How the error names a file: ``<zip>:<inner name>`` or ``<folder>/<name>``."""
+    return f"{root}:{name}" if source == "zip" else str(root / name)
+
+
+@pytest.mark.parametrize("source", ["folder", "zip"])
+@pytest.mark.parametrize("bad, what", [(NOT_AN_IMAGE, "not an image PIL can read"),
+                                       (_truncated_jpeg(), "truncated or corrupt image")],
+                         ids=["text_named_jpg", "truncated_jpeg"])
+def test_unreadable_file_raises_with_its_name_and_the_skip_option(tmp_path, source, bad, what):
+    files, _ = make_tree(size=32)
+    files["train/bee/x.jpg"] = bad
+    root = _write(tmp_path, files, source)
+    dm = ImageFolderDataModule(root=str(root))  # the probe reads train/ant/000.png: fine
+    with pytest.raises(ValueError) as info:
+        dm.setup()
+    msg = str(info.value)
+    assert msg.startswith("unreadable image file ")
+    assert _shown(root, "train/bee/x.jpg", source) in msg
+    assert what in msg and "skip_unreadable=True" in msg
+
+
+@pytest.mark.parametrize("source", ["folder", "zip"])
+def test_unreadable_first_file_fails_the_size_probe_with_its_name(tmp_path, source):
+    files, _ = make_tree(size=32)
+    files["train/ant/0.jpg"] = _truncated_jpeg()  # sorts before 000.png: the probed file
+    root = _write(tmp_path, files, source)
+    with pytest.raises(ValueError, match="truncated or corrupt image") as info:
+        ImageFolderDataModule(root=str(root))
+    assert _shown(root, "train/ant/0.jpg", source) in str(info.value)
+    assert "skip_unreadable=True" in str(info.value)
+
+
+@pytest.mark.parametrize("source", ["folder", "zip"])
+def test_skip_unreadable_drops_bad_files_keeps_labels_and_warns_once(tmp_path, source):
+    files, expected = make_tree(size=32)  # expected: the PNGs only, in sorted order
+    files["train/ant/0.jpg"] = _truncated_jpeg()  # first file: the size probe skips it too
+    files["train/bee/x.jpg"] = NOT_AN_IMAGE
+    files["test/cat/x.jpg"] = NOT_AN_IMAGE
+    root = _write(tmp_path, files, source)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dm = ImageFolderDataModule(root=str(root), skip_unreadable=True)
+        assert dm.image_size == 32
+        dm.setup()
+    skipped = [w for w in caught if "unreadable" in str(w.message)]
+    assert len(skipped) == 1, [str(w.message) for w in caught]
+    msg = str(skipped[0].message)
+    assert "skipped 3 unreadable image file(s)" in msg
+    assert "2 in 'train'" in msg and "1 in 'test'" in msg
+    assert "train/ant/0.jpg" in msg and "test/cat/x.jpg" in msg
+    for split, ds in (("train", dm._train_set), ("test", dm._test_set)):
+        assert torch.equal(ds.images, torch.from_numpy(expected[split][0]))
+        assert ds.labels.tolist() == expected[split][1].tolist()
+    assert dm.skipped == {"train": ["train/ant/0.jpg", "train/bee/x.jpg"],
+                          "test": ["test/cat/x.jpg"]}
+
+
+def test_decode_cache_keeps_skip_and_strict_runs_apart(tmp_path):
+    files, _ = make_tree(size=32)
+    files["train/bee/x.jpg"] = NOT_AN_IMAGE
+    root = str(_write_dir(tmp_path / "imgs", files))
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        ImageFolderDataModule(root=root, skip_unreadable=True).setup()
+    # Same files, strict: must decode again (and fail), not reuse the skipped arrays.
+    with pytest.raises(ValueError, match="skip_unreadable"):
+        ImageFolderDataModule(root=root).setup()
+    # A second skip run reuses the cached arrays and still warns.
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        ImageFolderDataModule(root=root, skip_unreadable=True).setup()
 
 
 def test_real_cifar10_zip_slice():

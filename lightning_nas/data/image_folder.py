@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
+import warnings
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,13 +27,23 @@ from torch import Tensor
 
 from lightning_nas.data.base import ImageDataModule
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule", "UnreadableImageError"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _PROGRESS_THRESHOLD = 2000  # show a progress bar when decoding more files than this
 _CACHE_ENTRIES = 4
-# (source identity, split, selection) -> (images uint8 (N, C, H, W), labels int64 (N,))
-_DECODED: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()
+_SKIPPED_NAMED = 3  # skipped files named per split in the warning
+# (source identity, split, selection, options) -> (images uint8 (N, C, H, W), labels int64 (N,),
+# names of the skipped unreadable files)
+_DECODED: OrderedDict[tuple, tuple[Tensor, Tensor, tuple[str, ...]]] = OrderedDict()
+# What PIL raises on a file it cannot decode (UnidentifiedImageError is an OSError; some
+# plugins raise SyntaxError / struct.error / zlib.error / EOFError on corrupt data).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error,
+                  zlib.error, Image.DecompressionBombError)
+
+
+class UnreadableImageError(ValueError):
+    """An image file that PIL cannot decode: not an image, truncated or corrupt."""
 
 
 def clear_decode_cache() -> None:
@@ -100,6 +113,10 @@ class _ImageTree:
     def classes(self, split: str) -> dict[str, list[str]]:
         return self.entries.get(split, {})
 
+    def where(self, name: str) -> str:
+        """How to show a file to the user: ``<root>/<name>`` or ``<archive.zip>:<name>``."""
+        return f"{self.root}:{name}" if self.is_zip else str(self.root / name)
+
     @contextmanager
     def reader(self) -> Iterator[Callable[[str], bytes]]:
         """Yields ``read(name) -> bytes``; a zip is opened once for all reads."""
@@ -121,6 +138,11 @@ class ImageFolderDataModule(ImageDataModule):
     must all be ``image_size`` square, unless ``resize`` rescales them. Normalisation
     statistics default to the per-channel mean/std of the loaded training images.
 
+    A file PIL cannot decode (not an image, truncated or corrupt) raises
+    :class:`UnreadableImageError` naming it, unless ``skip_unreadable`` is set: then such files
+    are left out (the same ones on every run, labels stay aligned), one warning gives their
+    count per split, and :attr:`skipped` lists them after ``setup``.
+
     The folder is scanned and one image decoded in ``__init__`` so that ``num_classes``,
     ``in_channels`` and ``image_size`` are known before ``setup``.
 
@@ -134,18 +156,24 @@ class ImageFolderDataModule(ImageDataModule):
         resize: resize every image to ``resize`` x ``resize`` pixels (bilinear); None = keep.
         crop_padding: random-crop padding in pixels.
         hflip: random horizontal flip.
+        skip_unreadable: leave out files PIL cannot decode instead of raising. A skipped file
+            is dropped, not replaced by the next one, so a class may keep fewer than
+            ``max_per_class_*`` images.
         **kwargs: :class:`~lightning_nas.data.base.ImageDataModule` arguments (``mean`` and
             ``std`` override the computed statistics).
 
     Raises:
         FileNotFoundError: ``root`` does not exist.
         ValueError: no class folders with images, unknown test classes, bad arguments.
+        UnreadableImageError: (a ``ValueError``) a file PIL cannot decode, without
+            ``skip_unreadable``; raised by ``__init__`` for the probed first training image,
+            else by ``setup``.
     """
 
     def __init__(self, *, root: str, train_split: str = "train", test_split: str = "test",
                  max_per_class_train: int | None = None, max_per_class_test: int | None = None,
                  grayscale: bool = False, resize: int | None = None, crop_padding: int = 4,
-                 hflip: bool = True, **kwargs) -> None:
+                 hflip: bool = True, skip_unreadable: bool = False, **kwargs) -> None:
         for name, value in (("max_per_class_train", max_per_class_train),
                             ("max_per_class_test", max_per_class_test), ("resize", resize)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -156,6 +184,9 @@ class ImageFolderDataModule(ImageDataModule):
         self.max_per_class_train, self.max_per_class_test = max_per_class_train, max_per_class_test
         self.grayscale = bool(grayscale)
         self.resize = resize
+        self.skip_unreadable = bool(skip_unreadable)
+        # split -> names of the unreadable files left out (filled by setup)
+        self.skipped: dict[str, list[str]] = {}
         self._tree = _ImageTree(self.root, train_split)
         train_classes = self._tree.classes(train_split)
         if not train_classes:
@@ -179,18 +210,52 @@ class ImageFolderDataModule(ImageDataModule):
         self.image_size = resize if resize is not None else self._probe_size()
         super().__init__(crop_padding=crop_padding, hflip=hflip, **kwargs)
 
-    def _decode(self, data: bytes) -> np.ndarray:
-        with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("L" if self.grayscale else "RGB")
-            if self.resize is not None:
-                im = im.resize((self.resize, self.resize), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
+    def _decode(self, data: bytes, name: str) -> np.ndarray:
+        """Pixels of file ``name`` (its bytes ``data``): (H, W) or (H, W, 3) uint8.
+
+        Raises:
+            UnreadableImageError: PIL cannot decode it.
+        """
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()  # decode now: PIL opens lazily, a truncated file fails only here
+                im = im.convert("L" if self.grayscale else "RGB")
+                if self.resize is not None:
+                    im = im.resize((self.resize, self.resize), Image.BILINEAR)
+                arr = np.asarray(im, dtype=np.uint8)
+        except _DECODE_ERRORS as err:
+            raise self._unreadable(name, err) from err
         return arr  # (H, W) or (H, W, 3)
 
+    def _unreadable(self, name: str, err: Exception) -> UnreadableImageError:
+        if isinstance(err, Image.UnidentifiedImageError):
+            what = "not an image PIL can read"  # PIL's own text only names a BytesIO
+        elif isinstance(err, Image.DecompressionBombError):
+            what = f"more pixels than PIL's decompression-bomb limit ({err})"
+        else:
+            what = f"truncated or corrupt image ({type(err).__name__}: {err})"
+        return UnreadableImageError(
+            f"unreadable image file {self._tree.where(name)}: {what}; fix or remove it, or pass "
+            "skip_unreadable=True to skip unreadable files"
+        )
+
     def _probe_size(self) -> int:
-        first = self._tree.classes(self.train_split)[self.classes[0]][0]
+        """Side of the first readable training image, in pixels (read in sorted order)."""
+        train = self._tree.classes(self.train_split)
+        names = [f for cls in self.classes for f in train[cls]]
         with self._tree.reader() as read:
-            arr = self._decode(read(first))
+            for first in names:
+                try:
+                    arr = self._decode(read(first), first)
+                    break
+                except UnreadableImageError:
+                    if not self.skip_unreadable:
+                        raise
+            else:
+                raise UnreadableImageError(
+                    f"none of the {len(names)} image files under "
+                    f"{self._tree.where(self._tree.prefix + self.train_split)} can be decoded "
+                    f"(first: {self._tree.where(names[0])})")
         h, w = arr.shape[:2]
         if h != w:
             raise ValueError(f"{first} is {w}x{h} pixels; images must be square, or pass "
@@ -206,33 +271,60 @@ class ImageFolderDataModule(ImageDataModule):
             out += [(f, label) for f in (files if limit is None else files[:limit])]
         return out
 
-    def _read_split(self, split: str) -> tuple[Tensor, Tensor]:
+    def _read_split(self, split: str) -> tuple[Tensor, Tensor, tuple[str, ...]]:
+        """Images uint8 (N, C, H, W), labels int64 (N,) and the skipped unreadable files."""
         items = self.selection(split)
         names_digest = hashlib.sha1("\n".join(n for n, _ in items).encode()).hexdigest()
         key = (*self._tree.identity, split, names_digest, tuple(self.classes), self.grayscale,
-               self.resize)
+               self.resize, self.skip_unreadable)
         if key in _DECODED:
             _DECODED.move_to_end(key)
             return _DECODED[key]
         s, c = self.image_size, self.in_channels
         images = np.empty((len(items), s, s, c), dtype=np.uint8)  # (N, H, W, C)
+        labels: list[int] = []  # of the decoded images, in the order of ``items``
+        skipped: list[str] = []
         from tqdm.auto import tqdm
 
         with self._tree.reader() as read:
-            for i, (name, _) in enumerate(tqdm(items, desc=f"decode {split} images",
-                                               disable=len(items) <= _PROGRESS_THRESHOLD,
-                                               unit="img")):
-                arr = self._decode(read(name))
+            for name, label in tqdm(items, desc=f"decode {split} images",
+                                    disable=len(items) <= _PROGRESS_THRESHOLD, unit="img"):
+                try:
+                    arr = self._decode(read(name), name)
+                except UnreadableImageError:
+                    if not self.skip_unreadable:
+                        raise
+                    skipped.append(name)
+                    continue
                 if arr.shape[:2] != (s, s):
                     raise ValueError(f"{name} is {arr.shape[1]}x{arr.shape[0]} pixels, expected "
                                      f"{s}x{s}; pass resize={s} to rescale all images")
-                images[i] = arr.reshape(s, s, c)
+                images[len(labels)] = arr.reshape(s, s, c)
+                labels.append(label)
+        if not labels:
+            raise UnreadableImageError(
+                f"none of the {len(items)} selected {split!r} image files in {self.root} can be "
+                f"decoded (first: {self._tree.where(items[0][0])})")
+        images = images[:len(labels)]  # (N - skipped, H, W, C)
         x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
-        y = torch.tensor([label for _, label in items], dtype=torch.int64)
-        _DECODED[key] = (x, y)
+        y = torch.tensor(labels, dtype=torch.int64)
+        _DECODED[key] = (x, y, tuple(skipped))
         while len(_DECODED) > _CACHE_ENTRIES:
             _DECODED.popitem(last=False)
-        return x, y
+        return _DECODED[key]
 
     def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return (*self._read_split(self.train_split), *self._read_split(self.test_split))
+        x_train, y_train, skip_train = self._read_split(self.train_split)
+        x_test, y_test, skip_test = self._read_split(self.test_split)
+        self.skipped = {split: list(names) for split, names in
+                        ((self.train_split, skip_train), (self.test_split, skip_test)) if names}
+        if self.skipped:
+            total = sum(len(names) for names in self.skipped.values())
+            per_split = []
+            for split, names in self.skipped.items():
+                shown = names[:_SKIPPED_NAMED] + ([f"... {len(names) - _SKIPPED_NAMED} more"]
+                                                  if len(names) > _SKIPPED_NAMED else [])
+                per_split.append(f"{len(names)} in {split!r} ({', '.join(shown)})")
+            warnings.warn(f"skipped {total} unreadable image file(s) in {self.root} "
+                          f"(skip_unreadable=True): {'; '.join(per_split)}", stacklevel=3)
+        return x_train, y_train, x_test, y_test
