@@ -1,6 +1,12 @@
-"""Latency measurement: sane fields, restored state, sensible ordering (no flaky timings)."""
+"""Latency measurement: sane fields, restored state, exact statistics under a fake clock.
+
+No test depends on wall-clock timing (real timings only need to be positive); speed
+comparisons belong in ``scripts/`` benchmarks."""
 
 from __future__ import annotations
+
+import inspect
+import time
 
 import pytest
 import torch
@@ -44,16 +50,70 @@ def test_statistics_from_known_times():
     assert res.std_ms == pytest.approx(1.5811388, rel=1e-6)  # sqrt(2.5), ddof=1
 
 
-def test_bigger_model_is_slower():
-    torch.manual_seed(0)
-    small = nn.Linear(16, 16)
-    # ~1000x the MACs of `small` (256 vs 4 * 512 * 512 per sample): no machine noise can
-    # reorder medians of 5 runs with a margin like that, and it still runs in milliseconds.
-    big = nn.Sequential(*[nn.Linear(512, 512) for _ in range(4)])
-    fast = measure_latency(small, (16,), batch_size=8, warmup=2, repeats=5, num_threads=1)
-    slow = measure_latency(nn.Sequential(nn.Linear(16, 512), big), (16,), batch_size=8,
-                           warmup=2, repeats=5, num_threads=1)
-    assert slow.median_ms > fast.median_ms
+class FakeClock:
+    """A nanosecond clock that only moves when told to; counts how often it is read."""
+
+    def __init__(self):
+        self.now_ns = 0
+        self.reads = 0
+
+    def __call__(self) -> int:
+        self.reads += 1
+        return self.now_ns
+
+
+class Ticking(nn.Module):
+    """Identity whose n-th forward pass advances ``clock`` by ``durations_ns[n]``."""
+
+    def __init__(self, clock: FakeClock, durations_ns: list[int]):
+        super().__init__()
+        self.clock, self.durations_ns, self.calls = clock, durations_ns, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.clock.now_ns += self.durations_ns[self.calls]
+        self.calls += 1
+        return x
+
+
+def test_statistics_of_a_fake_clock_and_warmup_is_not_timed():
+    clock = FakeClock()
+    ms = 1_000_000  # ns
+    warmup = [10**12, 10**12]  # 1000 s each: any warm-up pass in the statistics shows
+    timed = [3 * ms, 1 * ms, 4 * ms, 1 * ms, 5 * ms]
+    net = Ticking(clock, warmup + timed)
+    res = measure_latency(net, (4,), warmup=2, repeats=5, clock=clock)
+    assert net.calls == 7 and clock.reads == 2 * 5  # read around the timed passes only
+    assert res.repeats == 5
+    # sorted 1, 1, 3, 4, 5 ms; numpy linear percentiles: p10 = 1, p25 = 1, p75 = 4, p90 = 4.6
+    assert res.median_ms == 3.0 and res.mean_ms == 2.8
+    assert res.p10_ms == 1.0 and res.iqr_ms == 3.0
+    assert res.p90_ms == pytest.approx(4.6, abs=1e-12)
+    assert res.std_ms == pytest.approx(3.2 ** 0.5, abs=1e-12)  # sum of squares 12.8 / 4
+
+
+def test_a_slower_pass_gives_a_proportionally_larger_latency():
+    """What "a bigger model is slower" checked, without wall-clock timing: the reported
+    number is the time between the clock reads around the forward pass, in ms."""
+    results = []
+    for per_pass_ns in (250_000, 2_500_000):
+        clock = FakeClock()
+        results.append(measure_latency(Ticking(clock, [per_pass_ns] * 4), (2,), warmup=1,
+                                       repeats=3, clock=clock))
+    fast, slow = results
+    assert (fast.median_ms, fast.p10_ms, fast.p90_ms, fast.iqr_ms) == (0.25, 0.25, 0.25, 0.0)
+    assert slow.median_ms == 2.5 and slow.std_ms == 0.0
+
+
+def test_default_clock_is_perf_counter_ns():
+    clock = inspect.signature(measure_latency).parameters["clock"].default
+    assert clock is time.perf_counter_ns
+
+
+def test_measured_latency_passes_the_clock_through():
+    clock = FakeClock()
+    lat = MeasuredLatency(lambda n: Ticking(clock, [7_000_000] * n), (3,), warmup=1,
+                          repeats=2, clock=clock)
+    assert lat.predict(3) == 7.0 and lat.results[3].repeats == 2
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -4,7 +4,8 @@
 autotuning, lazy init), then ``repeats`` timed runs, each one its own sample, in eval mode
 under ``torch.inference_mode()``. On CUDA every timed run is bracketed by
 ``torch.cuda.synchronize()`` so the time covers the kernels, not only their launch. Times are
-wall-clock (``time.perf_counter_ns``) in milliseconds. Report the median with its spread
+wall-clock (``time.perf_counter_ns`` unless another ``clock`` is given, e.g. a fake clock in
+tests) in milliseconds. Report the median with its spread
 (IQR, p10/p90) and the hardware it ran on (DESIGN.md convention 10).
 
 A per-layer lookup table (LUT) and learned predictors come later; they implement
@@ -119,7 +120,8 @@ def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
 
 def measure_latency(model: nn.Module, input_shape: Sequence[int], *,
                     device: str | torch.device = "cpu", batch_size: int = 1, warmup: int = 10,
-                    repeats: int = 50, num_threads: int | None = None) -> LatencyResult:
+                    repeats: int = 50, num_threads: int | None = None,
+                    clock: Callable[[], int] = time.perf_counter_ns) -> LatencyResult:
     """Wall-clock latency of one forward pass of a batch, in ms.
 
     The model is put in eval mode and moved to ``device`` if it is elsewhere; its training
@@ -134,6 +136,9 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], *,
         repeats: timed forward passes (>= 1); each is one sample of the statistics.
         num_threads: torch intra-op threads during the measurement (CPU); ``None`` keeps the
             current setting. Use 1 for a stable, comparable single-core number.
+        clock: the time source of the timed region, read just before and just after each
+            timed forward pass (twice per repeat, never during warm-up), in nanoseconds;
+            a fake clock in tests. Default ``time.perf_counter_ns``.
 
     Returns:
         A :class:`LatencyResult` (ms per batch of ``batch_size``).
@@ -178,10 +183,10 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], *,
             sync()
             for _ in range(repeats):
                 sync()
-                start = time.perf_counter_ns()
+                start = clock()
                 model(x)
                 sync()  # wait for the kernels, not only their launch
-                times_ms.append((time.perf_counter_ns() - start) / 1e6)  # ns -> ms
+                times_ms.append((clock() - start) / 1e6)  # ns -> ms
         hardware = device_name(device)
     finally:
         model.train(was_training)
@@ -200,7 +205,7 @@ class MeasuredLatency:
         build: ``arch -> nn.Module``, e.g. ``space.build``.
         input_shape: one sample without the batch dimension.
         **kwargs: passed to :func:`measure_latency` (device, batch_size, warmup, repeats,
-            num_threads).
+            num_threads, clock).
 
     Example:
         >>> lat = MeasuredLatency(space.build, (3, 32, 32), repeats=20, num_threads=1)

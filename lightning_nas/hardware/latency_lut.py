@@ -89,7 +89,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightning_nas.hardware.latency import measure_latency
+from lightning_nas.hardware.latency import LatencyResult, measure_latency
 from lightning_nas.spaces.base import Arch
 from lightning_nas.spaces.mobilenet import (
     ConvBNAct,
@@ -352,7 +352,8 @@ class LatencyTable:
     def build(cls, space: MobileNetV3Space, *, device: str = "cpu", batch_size: int = 1,
               warmup: int = 10, repeats: int = 50, rounds: int = 3,
               num_threads: int | None = 1, progress: bool = True, calibrate: int = 0,
-              calibrate_fit: str = "scale", seed: int = 0) -> LatencyTable:
+              calibrate_fit: str = "scale", seed: int = 0,
+              measure: Callable[..., LatencyResult] = measure_latency) -> LatencyTable:
         """Measure every layer configuration of ``space`` on ``device``.
 
         The entries are measured in ``rounds`` passes over all layers (round-robin) and each
@@ -375,6 +376,10 @@ class LatencyTable:
                 with :meth:`calibrate`; 0 keeps the plain sum.
             calibrate_fit: ``"scale"``, ``"linear"`` or ``"offset"`` (see :meth:`calibrate`).
             seed: seed of the calibration architectures.
+            measure: called as :func:`~lightning_nas.hardware.latency.measure_latency`
+                (``measure(module, input_shape, device=, batch_size=, warmup=, repeats=,
+                num_threads=)``) for every layer and calibration network; a fake
+                measurement in tests. Default :func:`measure_latency`.
 
         Returns:
             The table; ``metadata["build_seconds"]`` is the wall time of the layer
@@ -393,9 +398,9 @@ class LatencyTable:
         for _ in range(rounds):
             for n, spec in enumerate(layers, start=1):
                 torch.manual_seed(n)
-                res = measure_latency(spec.build(), spec.input_shape, device=device,
-                                      batch_size=batch_size, warmup=warmup, repeats=repeats,
-                                      num_threads=num_threads)
+                res = measure(spec.build(), spec.input_shape, device=device,
+                              batch_size=batch_size, warmup=warmup, repeats=repeats,
+                              num_threads=num_threads)
                 per_round[spec.key].append(res.median_ms)
                 iqr[spec.key].append(res.iqr_ms)
                 hardware = res.hardware
@@ -418,7 +423,7 @@ class LatencyTable:
         if calibrate:
             t1 = time.perf_counter()
             table.calibrate(table.calibration_archs(calibrate, seed=seed), fit=calibrate_fit,
-                            progress=progress)
+                            progress=progress, measure=measure)
             table.metadata["calibrate_seconds"] = time.perf_counter() - t1
         return table
 
@@ -444,11 +449,14 @@ class LatencyTable:
 
     def measure_archs(self, archs: Sequence[Arch], *, warmup: int | None = None,
                       repeats: int | None = None, rounds: int | None = None,
-                      progress: bool = False) -> list[float]:
+                      progress: bool = False,
+                      measure: Callable[..., LatencyResult] = measure_latency) -> list[float]:
         """Measured whole-network latency of ``archs`` (ms per batch) with the table's
         device, batch size and threads: ``rounds`` round-robin passes over the networks
         (built once with ``space.build``), each network's number the median of its
-        per-round medians. Defaults: the table's ``warmup``, ``repeats`` and ``rounds``."""
+        per-round medians. Defaults: the table's ``warmup``, ``repeats`` and ``rounds``.
+        ``measure`` is called as :func:`measure_latency` (the default) for every network
+        and round; a fake measurement in tests (see :meth:`build`)."""
         meta = self.metadata
         warmup = int(meta.get("warmup", 10)) if warmup is None else warmup
         repeats = int(meta.get("repeats", 50)) if repeats is None else repeats
@@ -462,9 +470,9 @@ class LatencyTable:
         for rnd in range(rounds):
             for n, (arch, net) in enumerate(zip(archs, nets)):
                 r = int(self._arch(arch)["resolution"])
-                res = measure_latency(net, (c_in, r, r), device=self.device,
-                                      batch_size=self.batch_size, warmup=warmup,
-                                      repeats=repeats, num_threads=self.num_threads)
+                res = measure(net, (c_in, r, r), device=self.device,
+                              batch_size=self.batch_size, warmup=warmup, repeats=repeats,
+                              num_threads=self.num_threads)
                 times[n].append(res.median_ms)
             if progress:
                 print(f"whole networks: round {rnd + 1}/{rounds} of {len(nets)} networks done",
@@ -474,7 +482,8 @@ class LatencyTable:
     def calibrate(self, archs: Iterable[Arch], *, fit: str = "scale",
                   measured_ms: Sequence[float] | None = None, warmup: int | None = None,
                   repeats: int | None = None, rounds: int | None = None,
-                  progress: bool = False) -> dict[str, Any]:
+                  progress: bool = False,
+                  measure: Callable[..., LatencyResult] = measure_latency) -> dict[str, Any]:
         """Fit ``overhead_ms`` and/or ``scale`` to whole-network measurements.
 
         The per-layer sum misses what happens between the layers of a whole network (see
@@ -499,6 +508,7 @@ class LatencyTable:
                 :meth:`measure_archs`.
             warmup, repeats, rounds: of the measurements (default: the table's).
             progress: print progress to stderr.
+            measure: passed to :meth:`measure_archs` (unused with ``measured_ms``).
 
         Returns:
             The calibration record (also stored as :attr:`calibration` and saved): ``fit``,
@@ -522,7 +532,8 @@ class LatencyTable:
                         "rounds": int(meta.get("rounds", 3)) if rounds is None else rounds}
             measured_ms = self.measure_archs(archs, warmup=settings["warmup"],
                                              repeats=settings["repeats"],
-                                             rounds=settings["rounds"], progress=progress)
+                                             rounds=settings["rounds"], progress=progress,
+                                             measure=measure)
         m = np.asarray(measured_ms, dtype=np.float64)
         if m.shape != sums.shape or not np.all(np.isfinite(m)) or np.any(m <= 0):
             raise ValueError(f"measured_ms must hold one positive latency per architecture "
