@@ -14,15 +14,41 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import lightning as L
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from lightning_nas.checkpoints import CheckpointError, checkpoint_strategy, load_checkpoint
+from lightning_nas.run_folder import keep_csv_rows
 from lightning_nas.spaces.base import Arch
 
 
+#: Set to 1 (or pass ``--debug`` first) to see the full traceback of an error.
+DEBUG_ENV = "LIGHTNING_NAS_DEBUG"
+#: Exit status after Ctrl-C (128 + SIGINT), as shells use.
+EXIT_INTERRUPTED = 130
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Lightning's config saver that never replaces a run's original ``config.yaml``.
+
+    A resumed ``fit`` (``resumed`` is set by the CLI) or a ``test``/``validate`` in an
+    existing run folder writes ``config.<resume|test|validate>.yaml`` beside it instead
+    (the latest such command's)."""
+
+    resumed = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        folder = trainer.log_dir  # a collective under DDP: every rank asks
+        if (stage != "fit" or self.resumed) and folder and \
+                (Path(folder) / self.config_filename).is_file():
+            self.config_filename = f"config.{'resume' if stage == 'fit' else stage}.yaml"
+        super().setup(trainer, pl_module, stage)
+
+
 class NASCLI(LightningCLI):
-    """LightningCLI with the links every strategy shares."""
+    """LightningCLI with the links every strategy shares, and the checks of a resume."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes",
@@ -30,26 +56,92 @@ class NASCLI(LightningCLI):
         parser.link_arguments("data.in_channels", "model.init_args.in_channels",
                               apply_on="instantiate")
 
+    def _parse_ckpt_path(self) -> None:
+        """Check ``--ckpt_path`` before Lightning reads the model's settings from it: a
+        readable, weights-only lightning-nas checkpoint of the configured strategy."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        self.resume_info = None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            checkpoint = load_checkpoint(ckpt_path)
+            saved = checkpoint_strategy(checkpoint)
+            configured = self.config[subcommand].model.class_path
+            if saved is None:
+                raise CheckpointError(f"{ckpt_path} was not written by a lightning-nas strategy "
+                                      "(no strategy recorded in it); --ckpt_path takes a "
+                                      "checkpoint of `lightning-nas fit`")
+            if saved != configured:
+                hint = (" (a subnet.ckpt initialises a FixedArchitecture through "
+                        "--model.init_args.init_from)" if saved.endswith("save_subnet") else "")
+                raise CheckpointError(
+                    f"{ckpt_path} is a checkpoint of {saved}, but the config trains "
+                    f"{configured}; give the config the run was started with (its "
+                    f"config.yaml), or a checkpoint of this strategy{hint}")
+            self.resume_info = {"epoch": int(checkpoint.get("epoch", 0)),
+                                "global_step": int(checkpoint.get("global_step", 0))}
+            del checkpoint
+        super()._parse_ckpt_path()
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if "weights_only" in self._subcommand_method_arguments[subcommand] and \
+                kwargs.get("weights_only") is None:
+            kwargs["weights_only"] = True  # never unpickle code from a checkpoint
+        return kwargs
+
+    def before_fit(self) -> None:
+        if getattr(self, "resume_info", None):  # keep the rows of the epochs the checkpoint has
+            keep_csv_rows(self.trainer.loggers, up_to_epoch=self.resume_info["epoch"])
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, RunConfigCallback):
+                    callback.resumed = True
+
+    def _before_evaluation(self, subcommand: str) -> None:
+        config = self.config[subcommand]
+        if not config.get("ckpt_path") and not getattr(self.model, "hparams", {}).get(
+                "init_from"):
+            raise ValueError(
+                f"`lightning-nas {subcommand}` without --ckpt_path (or --model.init_args."
+                f"init_from) would {subcommand} an untrained network and report chance-level "
+                "numbers; give the checkpoint of a trained run, e.g. --ckpt_path "
+                "runs/<run>/checkpoints/last.ckpt")
+        keep_csv_rows(self.trainer.loggers)  # the training run's metrics.csv stays
+
+    def before_test(self) -> None:
+        self._before_evaluation("test")
+
+    def before_validate(self) -> None:
+        self._before_evaluation("validate")
+
 
 def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> NASCLI:
-    """LightningCLI over ``args``; ``run=False`` only parses and instantiates (no subcommand)."""
+    """LightningCLI over ``args`` (default ``sys.argv[1:]``); ``run=False`` only parses and
+    instantiates (no subcommand).
+
+    ``args`` are passed as the process's own command line (``sys.argv``) while the CLI runs:
+    Lightning's DDP launcher starts the other ranks with ``sys.argv``, and LightningCLI warns
+    when both differ."""
     os.environ.setdefault("WANDB_MODE", "offline")  # never needs an account unless asked
-    return NASCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-    )
+    saved_argv = sys.argv
+    if args is not None:
+        sys.argv = [sys.argv[0] if sys.argv else "lightning-nas", *args]
+    try:
+        return NASCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=RunConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            run=run,
+            auto_configure_optimizers=False,
+        )
+    finally:
+        sys.argv = saved_argv
 
 
 def export(argv: list[str]) -> Path:
     """``lightning-nas export``: write the architecture a checkpoint holds as arch.json."""
-    from lightning_nas.strategies.fixed import load_checkpoint
-
     parser = argparse.ArgumentParser(prog="lightning-nas export",
                                      description="checkpoint -> arch.json")
     parser.add_argument("--ckpt", required=True, help="a checkpoint written by lightning-nas fit")
@@ -95,16 +187,53 @@ def export_subnet(ckpt: str, subnet: str, out: str | None) -> Path:
     return folder
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def run(argv: list[str]) -> Any:
+    """Dispatch ``argv`` to ``export``, ``search`` or LightningCLI; errors propagate."""
     if argv and argv[0] == "export":
-        export(argv[1:])
-    elif argv and argv[0] == "search":
+        return export(argv[1:])
+    if argv and argv[0] == "search":
         from lightning_nas.search.cli import main_search
 
-        main_search(argv[1:])
-    else:
-        run_lightning_cli(argv)
+        return main_search(argv[1:])
+    return run_lightning_cli(argv)
+
+
+def user_error_message(err: BaseException) -> str:
+    """The message of the error that matters: jsonargparse wraps an error raised in a
+    constructor (a strategy's ``ValueError``) in a union-validation error with a dump of
+    the whole namespace; unwrap it to the constructor's own words."""
+    while err.__cause__ is not None and (
+            str(err).startswith(("Does not validate against any of the Union subtypes",
+                                 "Problem with given class_path"))
+            or type(err).__module__.startswith("jsonargparse")):
+        err = err.__cause__
+    text = str(err).strip() or type(err).__name__
+    if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
+        text = err.args[0]  # str(KeyError) adds quotes around the message
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``lightning-nas`` command: a failure prints its message alone and exits 1
+    (``LIGHTNING_NAS_DEBUG=1`` or a leading ``--debug`` shows the traceback instead);
+    Ctrl-C exits 130."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    if argv[:1] == ["--debug"]:
+        argv, debug = argv[1:], True
+    try:
+        run(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("lightning-nas: interrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except Exception as err:  # noqa: BLE001 - the command's boundary: one clear line
+        if debug:
+            raise
+        print(f"lightning-nas: error: {user_error_message(err)}", file=sys.stderr)
+        print(f"(set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -208,7 +208,7 @@ def test_checkpoint_to_subnet_to_fine_tuning(tmp_path):
 
 
 def test_cli_export_subnet_from_an_ofa_checkpoint(tmp_path, capsys):
-    from lightning_nas.cli import main
+    from lightning_nas.cli import main, run
     from lightning_nas.spaces.base import ArchError
 
     ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
@@ -227,5 +227,5 @@ def test_cli_export_subnet_from_an_ofa_checkpoint(tmp_path, capsys):
     x = torch.randn(2, 3, 6, 6)
     torch.testing.assert_close(fixed.eval()(x), supernet(x))
     with pytest.raises(ArchError, match="kernel"):
-        main(["export", "--ckpt", str(tmp_path / "last.ckpt"), "--subnet",
+        run(["export", "--ckpt", str(tmp_path / "last.ckpt"), "--subnet",
               text.replace("|k3,", "|k9,")])

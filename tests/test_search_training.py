@@ -13,7 +13,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lightning_nas.cli import main
+from lightning_nas.cli import main, run
 from lightning_nas.data import DigitsDataModule
 from lightning_nas.hardware import count_parameters
 from lightning_nas.search import RandomSampler, read_journal
@@ -127,7 +127,7 @@ def test_training_search_cli_hardware_pareto_wandb(tmp_path, monkeypatch):
 def test_impossible_constraint_is_a_clear_error(tmp_path):
     run_dir = tmp_path / "impossible"
     with pytest.raises(RuntimeError, match=r"no candidate satisfies the constraints") as info:
-        main(tiny_search_args(run_dir, "--budget_trials", "2", "--constraints.max_params", "10",
+        run(tiny_search_args(run_dir, "--budget_trials", "2", "--constraints.max_params", "10",
                               "--max_rejections", "4", "--wandb", "false"))
     assert "params: limit 10, smallest of 4 rejected candidates" in str(info.value)
     records = read_journal(run_dir)

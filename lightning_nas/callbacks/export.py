@@ -21,6 +21,14 @@ def run_dir(trainer: L.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
+def _epoch_of(line: str) -> float:
+    """The epoch of a history line; a line cut off by a kill (or blank) sorts after all."""
+    try:
+        return float(json.loads(line)["epoch"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return math.inf
+
+
 class ArchExport(Callback):
     """After each training epoch, record the strategy's current architecture.
 
@@ -43,6 +51,7 @@ class ArchExport(Callback):
         self.monitor = monitor
         self.mode = mode
         self.best: float | None = None
+        self.last_epoch: int | None = None  # the last epoch written to history.jsonl
 
     def _improved(self, value: float | None) -> bool:
         if value is None or math.isnan(value):
@@ -55,10 +64,20 @@ class ArchExport(Callback):
         return Path(self.dirpath) if self.dirpath else run_dir(trainer)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """A fresh run (not a resume) starts a fresh history."""
+        """A fresh run (not a resume) starts a fresh history; a resumed one keeps the
+        records of the epochs its checkpoint holds (a record written after that checkpoint,
+        by a run killed before its next one, is written again by the resumed run)."""
         folder = self._folder(trainer)  # on every rank: trainer.log_dir is a collective
-        if trainer.ckpt_path is None and trainer.is_global_zero:
-            (folder / "history.jsonl").unlink(missing_ok=True)
+        if not trainer.is_global_zero:
+            return
+        history = folder / "history.jsonl"
+        if trainer.ckpt_path is None:
+            history.unlink(missing_ok=True)
+        elif history.is_file() and self.last_epoch is not None:
+            lines = history.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if _epoch_of(line) <= self.last_epoch]
+            if len(kept) != len(lines):
+                history.write_text("".join(kept))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         arch = pl_module.current_arch()
@@ -82,12 +101,14 @@ class ArchExport(Callback):
                   self.monitor: value, "string": text, **arch.to_dict(), **extras}
         with open(folder / "history.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        self.last_epoch = trainer.current_epoch
         if improved:
             arch.save(folder / "arch.json", string=text, epoch=trainer.current_epoch,
                       **{self.monitor: value})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best}
+        return {"best": self.best, "last_epoch": self.last_epoch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = state_dict.get("best")
+        self.last_epoch = state_dict.get("last_epoch")

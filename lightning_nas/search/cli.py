@@ -60,6 +60,7 @@ from typing import Any
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from lightning_nas.cli import EXIT_INTERRUPTED
 from lightning_nas.hardware.objective import Constraints, MnasNetReward
 from lightning_nas.search.budgets import check_budgets
 from lightning_nas.search.evaluators import Evaluator
@@ -305,6 +306,46 @@ def _budget_name(budget: float) -> str:
     return f"{budget:g}ms"
 
 
+#: Top-level settings that may change when a search is resumed: where it runs, how long,
+#: what it shows and where it reports (nothing that changes a measurement or a draw).
+RESUMABLE_SETTINGS = ("config", "run_dir", "resume", "budget_trials", "budget_seconds",
+                      "progress", "wandb", "pareto", "executor", "start_method",
+                      "max_rejections", "budgets")
+#: Setting names, at any depth, that only change speed or verbosity.
+RESUMABLE_LEAVES = ("quiet", "progress", "num_workers", "pin_memory", "num_threads",
+                    "save_dir", "__path__")
+
+
+def search_identity(dumped: Mapping[str, Any]) -> dict[str, Any]:
+    """What defines a search, from its resolved config: everything but
+    :data:`RESUMABLE_SETTINGS` and :data:`RESUMABLE_LEAVES` (space, sampler and its
+    arguments, evaluator, objective, hooks, constraints, seed, trials in flight)."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: strip(v) for k, v in value.items() if k not in RESUMABLE_LEAVES}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return {k: strip(v) for k, v in dumped.items() if k not in RESUMABLE_SETTINGS}
+
+
+def _interrupted_message(argv: Sequence[str], run_dir: Path, cfg: Any) -> str:
+    """What Ctrl-C leaves behind and the command that continues it."""
+    journals = sorted(run_dir.rglob("candidates.jsonl")) if run_dir.is_dir() else []
+    saved = sum(len(Journal(p.parent).read()) for p in journals)
+    args = [a for a in argv if a not in ("--resume", "--resume=false", "--resume=False")]
+    if "--resume" in argv:  # drop its value too
+        i = list(argv).index("--resume")
+        args = list(argv[:i]) + list(argv[i + 2:])
+    if cfg.run_dir is None:
+        args += ["--run_dir", str(run_dir)]
+    command = " ".join(["lightning-nas", "search", *args, "--resume", "true"])
+    return (f"\ninterrupted: {saved} trial record(s) are saved in {run_dir} "
+            f"(candidates.jsonl); the trial in flight is run again on resume. Continue with:"
+            f"\n  {command}")
+
+
 def _make_executor(cfg: Any) -> Executor | None:
     if cfg.workers <= 0:
         return None
@@ -322,6 +363,7 @@ def _make_executor(cfg: Any) -> Executor | None:
 
 def main_search(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the search, print and return a summary."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     cfg = parser.parse_args(argv)
     if cfg.budget_trials is None and cfg.budget_seconds is None:
@@ -393,15 +435,37 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
 
     seed = cfg.seed if cfg.seed is not None else sampler.seed
     run_dir = Path(cfg.run_dir or f"runs/search/{space.name}_{type(sampler).__name__}_seed{seed}")
-    if budgets is not None:
-        return _run_budgets(
+    identity = search_identity(yaml.safe_load(parser.dump(cfg, skip_none=False)))
+    try:
+        if budgets is not None:
+            return _run_budgets(
+                parser, cfg, space=space, sampler=sampler, evaluator=evaluator, hooks=hooks,
+                constraints=constraints, objective=objective, objective_name=objective_name,
+                primary=primary, pareto_opts=pareto_opts, pareto_objectives=pareto_objectives,
+                wandb_opts=wandb_opts, run_dir=run_dir, budgets=budgets, seed=seed,
+                identity=identity)
+        return _run_single(
             parser, cfg, space=space, sampler=sampler, evaluator=evaluator, hooks=hooks,
             constraints=constraints, objective=objective, objective_name=objective_name,
-            primary=primary, pareto_opts=pareto_opts, pareto_objectives=pareto_objectives,
-            wandb_opts=wandb_opts, run_dir=run_dir, budgets=budgets, seed=seed)
+            pareto_opts=pareto_opts, pareto_objectives=pareto_objectives,
+            wandb_opts=wandb_opts, run_dir=run_dir, identity=identity)
+    except KeyboardInterrupt:
+        print(_interrupted_message(argv, run_dir, cfg), file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+
+
+def _run_single(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sampler: Sampler,
+                evaluator: Any, hooks: list[Any], constraints: Constraints | None,
+                objective: Callable[[Mapping[str, Any]], float] | None, objective_name: str,
+                pareto_opts: ParetoOptions, pareto_objectives: dict[str, str] | None,
+                wandb_opts: WandbOptions | None, run_dir: Path,
+                identity: dict[str, Any]) -> dict[str, Any]:
+    """One search in ``run_dir`` (no latency budgets), then its summary and report."""
     if Journal(run_dir).exists() and not cfg.resume:
         raise FileExistsError(f"{run_dir} already holds a search journal; pass --resume true to "
                               "continue it, or use a new --run_dir")
+    if cfg.resume:
+        Journal(run_dir).check_identity(identity)  # before config.resume.yaml is written
     run_dir.mkdir(parents=True, exist_ok=True)
     dumped = _save_config(parser, cfg, run_dir)
     hardware = _hardware_info(hooks)
@@ -426,7 +490,7 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
                 max_rejections=cfg.max_rejections, progress=cfg.progress, metric_hooks=hooks,
                 constraint=HardwareConstraint(constraints) if constraints else None,
                 build_network=build_network if callable(build_network) else None,
-                on_record=reporter)
+                on_record=reporter, identity=identity)
         except RuntimeError as err:
             if "rejected before evaluation" in str(err):
                 raise _unsatisfiable(err, run_dir, constraints) from err
@@ -469,7 +533,8 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
                  objective: Callable[[Mapping[str, Any]], float] | None, objective_name: str,
                  primary: str, pareto_opts: ParetoOptions,
                  pareto_objectives: dict[str, str] | None, wandb_opts: WandbOptions | None,
-                 run_dir: Path, budgets: list[float], seed: int) -> dict[str, Any]:
+                 run_dir: Path, budgets: list[float], seed: int,
+                 identity: dict[str, Any]) -> dict[str, Any]:
     """One search per latency budget, then the joint report (module docstring)."""
     build_network = getattr(evaluator, "network", None)
     build_network = build_network if callable(build_network) else None
@@ -481,6 +546,10 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
         if taken or Journal(run_dir).exists():
             raise FileExistsError(f"{run_dir} already holds search journals ({taken or run_dir}); "
                                   "pass --resume true to continue them, or use a new --run_dir")
+    identities = {b: {**identity, "latency_budget_ms": b} for b in budgets}
+    if cfg.resume:
+        for budget, bdir in dirs.items():  # before config.resume.yaml is written
+            Journal(bdir).check_identity(identities[budget])
     run_dir.mkdir(parents=True, exist_ok=True)
     dumped = _save_config(parser, cfg, run_dir)
     hardware = _hardware_info(hooks)
@@ -515,7 +584,7 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
                         seed=cfg.seed, max_rejections=cfg.max_rejections,
                         progress=cfg.progress, metric_hooks=hooks,
                         constraint=HardwareConstraint(limit), build_network=build_network,
-                        on_record=reporter)
+                        on_record=reporter, identity=identities[budget])
                 except RuntimeError as err:
                     if "rejected before evaluation" in str(err):
                         raise _unsatisfiable(err, bdir, limit) from err

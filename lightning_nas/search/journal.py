@@ -17,8 +17,13 @@ from typing import Any
 
 import torch
 
+from lightning_nas.checkpoints import CheckpointError, load_checkpoint
+
 JOURNAL_NAME = "candidates.jsonl"
 STATE_NAME = "search_state.pt"
+#: What defines a search (space, sampler and its settings, evaluator, objective,
+#: constraints): written when it starts, compared when it is resumed.
+IDENTITY_NAME = "search_identity.json"
 #: Record fields that depend on the machine's speed, left out when comparing two runs.
 TIMING_FIELD = "timing"
 
@@ -99,14 +104,79 @@ class Journal:
         os.replace(tmp, self.state_path)
 
     def load_state(self) -> dict[str, Any] | None:
+        """The saved loop state, or None before the first save.
+
+        A state file that cannot be read (truncated, corrupt, or asking to build objects a
+        state never holds) is an error naming the file and the way out: without it,
+        ``--resume`` replays the whole search from the journal."""
         if not self.state_path.is_file():
             return None
-        return torch.load(self.state_path, weights_only=True)
+        try:
+            state = load_checkpoint(self.state_path, what="search state",
+                                    require_state_dict=False)
+        except CheckpointError as err:
+            raise CheckpointError(
+                f"{err}.\nThe search can be replayed from its journal ({self.path}, "
+                f"{len(self.read())} records): delete {self.state_path} and resume again"
+            ) from None
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{self.state_path} is not a search state (a "
+                                  f"{type(state).__name__}); delete it and resume again to "
+                                  f"replay the search from {self.path}")
+        return state
+
+    def check_identity(self, identity: dict[str, Any]) -> None:
+        """Refuse to continue this journal with settings that change what is measured or
+        how the sampler proceeds: a ``ValueError`` naming the first difference. A journal
+        from before identities were recorded is accepted (and gets this identity)."""
+        path = self.run_dir / IDENTITY_NAME
+        if not path.is_file():
+            return
+        try:
+            saved = json.loads(path.read_text())
+        except (json.JSONDecodeError, OSError) as err:
+            raise ValueError(f"{path} cannot be read ({err}); restore it, or delete it to "
+                             "resume without checking the settings") from None
+        difference = first_difference(saved, _json_safe(identity))
+        if difference is not None:
+            where, before, now = difference
+            raise ValueError(
+                f"cannot resume the search in {self.run_dir}: {where} was {before!r} when it "
+                f"started, now {now!r}. A resumed search must measure and sample as the "
+                f"journaled one did (its settings are in {path.name} and config.yaml); resume "
+                "with those settings, or start a new --run_dir")
+
+    def save_identity(self, identity: dict[str, Any]) -> None:
+        path = self.run_dir / IDENTITY_NAME
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(_json_safe(identity), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def first_difference(before: Any, now: Any, where: str = "") -> tuple[str, Any, Any] | None:
+    """``(dotted path, value before, value now)`` of the first difference between two JSON
+    values (mappings in sorted key order; a missing key reads as ``<absent>``), or None."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        for key in sorted(set(before) | set(now)):
+            if key not in before or key not in now:
+                return (f"{where}.{key}".lstrip("."), before.get(key, "<absent>"),
+                        now.get(key, "<absent>"))
+            found = first_difference(before[key], now[key], f"{where}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
+        for i, (b, n) in enumerate(zip(before, now)):
+            found = first_difference(b, n, f"{where}[{i}]")
+            if found is not None:
+                return found
+        return None
+    return None if before == now else (where.lstrip(".") or "<the settings>", before, now)
 
 
 def read_journal(path: str | Path) -> list[dict[str, Any]]:

@@ -183,7 +183,8 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
                seed: int | None = None, progress: bool = True,
                durable: bool = False,
                build_network: Callable[[Arch], Any] | None = None,
-               on_record: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
+               on_record: Callable[[dict[str, Any]], None] | None = None,
+               identity: Mapping[str, Any] | None = None) -> SearchResult:
     """Run (or resume) a multi-trial search; see the module docstring for the behaviour.
 
     Args:
@@ -222,6 +223,10 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
             ``space.build``.
         on_record: called with every record once it is journaled (replayed ones on resume
             included), in the main process.
+        identity: JSON data that defines the search (the CLI passes the space, sampler,
+            evaluator, objective and constraints of its config). Saved in
+            ``run_dir/search_identity.json`` when the search starts; a resume with another
+            identity is a ``ValueError`` naming the first difference.
 
     Returns:
         a :class:`SearchResult`.
@@ -262,8 +267,12 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
         if not resume:
             raise FileExistsError(f"{journal.run_dir} already holds a search journal; pass "
                                   "resume=True (--resume) to continue it, or use a new run_dir")
+        if identity is not None:
+            journal.check_identity(dict(identity))
         records = journal.read(repair=True)
         state = journal.load_state()
+    if identity is not None:
+        journal.save_identity(dict(identity))
     if state is None:
         if seed is not None:
             sampler.reset(seed)

@@ -94,7 +94,7 @@ def _reset(obj: Any, attrs: Mapping[str, Any]) -> None:
 def _load_checkpoint(path: Path, device: str) -> dict[str, Any]:
     """Space, supernet (eval, on ``device``) and metadata of an OnceForAll checkpoint,
     loaded once per process."""
-    from lightning_nas.strategies.fixed import load_checkpoint
+    from lightning_nas.checkpoints import load_checkpoint
     from lightning_nas.strategies.ofa import load_supernet
 
     stat = path.stat()

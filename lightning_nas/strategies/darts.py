@@ -282,6 +282,7 @@ class DartsSearch(L.LightningModule):
             for e, row in enumerate(probs.tolist()):
                 for k, name in enumerate(self.supernet.primitives):
                     alphas[f"alpha/{cell}/edge{e}/{name}"] = row[k]
+        alphas["epoch"] = self.current_epoch  # as Lightning adds to its own rows (resume)
         for logger in self.loggers:
             logger.log_metrics(alphas, step=self.global_step)
 

@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_nas.checkpoints import load_checkpoint
 from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.spaces.darts import DartsSpace
 from lightning_nas.strategies.common import raise_if_not_finite, rng_state, set_rng_state
@@ -19,24 +20,6 @@ from lightning_nas.strategies.darts import OptimizerFactory, paper_weight_optimi
 
 #: Name fragments of output layers that are re-initialised when the class count changes.
 HEAD_KEYS = ("classifier",)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a Lightning checkpoint with a clear error for missing or corrupt files."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - truncated zip, pickle garbage, wrong format
-        raise RuntimeError(
-            f"cannot read checkpoint {str(path)!r} ({type(err).__name__}: {err}); the file is "
-            "truncated or not a Lightning checkpoint - use another one from the run's "
-            "checkpoints/ folder"
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise RuntimeError(f"{str(path)!r} is not a Lightning checkpoint (no 'state_dict')")
-    return checkpoint
 
 
 class FixedArchitecture(L.LightningModule):

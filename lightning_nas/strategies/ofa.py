@@ -534,7 +534,7 @@ class OnceForAll(L.LightningModule):
 
 def load_supernet(path: str | Path) -> tuple[MobileNetV3Space, OFASupernet]:
     """The space and the trained supernet of an :class:`OnceForAll` checkpoint (CPU, eval)."""
-    from lightning_nas.strategies.fixed import load_checkpoint
+    from lightning_nas.checkpoints import load_checkpoint
 
     checkpoint = load_checkpoint(path)
     meta = checkpoint.get("lightning_nas", {})
