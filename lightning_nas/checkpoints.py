@@ -37,7 +37,8 @@ class UnsafeCheckpointError(CheckpointError):
 
 
 def load_checkpoint(path: str | Path, *, what: str = "checkpoint",
-                    require_state_dict: bool = True) -> dict[str, Any]:
+                    require_state_dict: bool = True, advice: str | None = None
+                    ) -> dict[str, Any]:
     """Load ``path`` weights-only on the CPU, with errors that say what to do.
 
     Args:
@@ -45,6 +46,8 @@ def load_checkpoint(path: str | Path, *, what: str = "checkpoint",
         what: how the messages call the file (e.g. ``"search state"``).
         require_state_dict: the file must be a Lightning checkpoint (a dict with a
             ``state_dict``).
+        advice: what to do about an unreadable or unsafe file (default: use another
+            checkpoint of the run / a file written by lightning-nas).
 
     Raises:
         FileNotFoundError: no such file.
@@ -64,14 +67,15 @@ def load_checkpoint(path: str | Path, *, what: str = "checkpoint",
         raise UnsafeCheckpointError(
             f"refusing to load {what} {str(path)!r}: it asks to build {name}, which a "
             "lightning-nas checkpoint never holds (only tensors and plain data are loaded, so "
-            "nothing in the file was run). Use a file written by lightning-nas; for another "
-            "tool's file, load it yourself where you trust it and save its state_dict"
+            "nothing in the file was run). " + (advice or "Use a file written by lightning-nas; "
+                                                "for another tool's file, load it yourself "
+                                                "where you trust it and save its state_dict")
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
         raise CheckpointError(
             f"cannot read {what} {str(path)!r} ({type(err).__name__}: {_first_line(err)}); "
-            "the file is truncated or not a torch checkpoint - use another one (e.g. from the "
-            "run's checkpoints/ folder)"
+            "the file is truncated or not a torch checkpoint - " + (
+                advice or "use another one (e.g. from the run's checkpoints/ folder)")
         ) from None
     if require_state_dict and (not isinstance(checkpoint, dict) or "state_dict" not in checkpoint):
         raise CheckpointError(f"{str(path)!r} is not a Lightning checkpoint (no 'state_dict')")

@@ -136,6 +136,11 @@ def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> NASCLI
             run=run,
             auto_configure_optimizers=False,
         )
+    except Exception as err:
+        cause = unwrap_config_error(err)
+        if cause is err:
+            raise
+        raise cause from None  # the constructor's error, not jsonargparse's wrapper
     finally:
         sys.argv = saved_argv
 
@@ -160,7 +165,7 @@ def export(argv: list[str]) -> Path:
     checkpoint = load_checkpoint(opts.ckpt)
     info = checkpoint.get("lightning_nas")
     if not info or "arch" not in info:
-        raise SystemExit(f"{opts.ckpt} was not written by a lightning-nas strategy (no "
+        raise CheckpointError(f"{opts.ckpt} was not written by a lightning-nas strategy (no "
                          "architecture inside); export works on checkpoints of `lightning-nas fit`")
     arch = Arch.from_dict(info["arch"])
     out = Path(opts.out) if opts.out else Path(opts.ckpt).with_suffix(".arch.json")
@@ -198,15 +203,21 @@ def run(argv: list[str]) -> Any:
     return run_lightning_cli(argv)
 
 
-def user_error_message(err: BaseException) -> str:
-    """The message of the error that matters: jsonargparse wraps an error raised in a
-    constructor (a strategy's ``ValueError``) in a union-validation error with a dump of
-    the whole namespace; unwrap it to the constructor's own words."""
+def unwrap_config_error(err: BaseException) -> BaseException:
+    """The error that matters: jsonargparse wraps an error raised in a constructor (a
+    strategy's ``ValueError``) in a union-validation error with a dump of the whole
+    namespace; this returns the constructor's own error."""
     while err.__cause__ is not None and (
             str(err).startswith(("Does not validate against any of the Union subtypes",
                                  "Problem with given class_path"))
             or type(err).__module__.startswith("jsonargparse")):
         err = err.__cause__
+    return err
+
+
+def user_error_message(err: BaseException) -> str:
+    """One line (or a few) that say what is wrong, without traceback or namespace dump."""
+    err = unwrap_config_error(err)
     text = str(err).strip() or type(err).__name__
     if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
         text = err.args[0]  # str(KeyError) adds quotes around the message

@@ -143,3 +143,17 @@ def test_export_default_path_leaves_the_runs_arch_json_alone(searched):
     main(["export", "--ckpt", str(searched / "checkpoints/last.ckpt")])
     assert (searched / "checkpoints/last.arch.json").is_file()
     assert (searched / "arch.json").read_text() == before
+
+
+def test_no_args_warning_and_the_command_line_is_what_ran(tmp_path, recwarn):
+    """LightningCLI warned on every fit ("args parameter is intended to run from within
+    Python") because both `args` and sys.argv were given; the args now are sys.argv while
+    the CLI runs (Lightning's DDP launcher starts the other ranks from sys.argv)."""
+    import sys
+
+    before = list(sys.argv)
+    args = ["--config", str(ROOT / "configs/train/digits.yaml"), *run_overrides(tmp_path),
+            "--model.arch", "DARTS_V2"]
+    run_lightning_cli(args, run=False)
+    assert not [w for w in recwarn if "args parameter is intended" in str(w.message)]
+    assert sys.argv == before

@@ -142,6 +142,43 @@ def test_resume_replays_records_written_after_the_last_state_save(tmp_path):
     assert counting.calls == 7  # trials 9..12 were replayed from the journal, not re-run
 
 
+@pytest.mark.parametrize("kind", ["bo", "reinforce"])
+def test_a_deleted_state_is_rebuilt_by_replaying_the_journal(tmp_path, kind):
+    """What the corrupt-state error tells the user to do: delete search_state.pt, resume."""
+    expected = run_search(SPACE, sampler_of(kind), SyntheticEvaluator(), budget_trials=16,
+                          run_dir=tmp_path / "a", seed=2, progress=False).records
+    run = tmp_path / "b"
+    run_search(SPACE, sampler_of(kind), SyntheticEvaluator(), budget_trials=9, run_dir=run,
+               seed=2, progress=False)
+    (run / "search_state.pt").unlink()
+    counting = KillAfter(10**6)
+    run_search(SPACE, sampler_of(kind), counting, budget_trials=16, run_dir=run, seed=2,
+               resume=True, progress=False)
+    assert records(run) == without_timing(expected)
+    assert counting.calls == 7  # the 9 journaled trials were replayed, not evaluated again
+
+
+def test_a_search_with_another_identity_refuses_to_resume(tmp_path):
+    identity = {"sampler": {"class_path": "RandomSampler", "init_args": {"seed": 0}},
+                "evaluator": {"metric": "acc"}}
+    run_search(SPACE, sampler_of("random"), SyntheticEvaluator(), budget_trials=3,
+               run_dir=tmp_path, progress=False, identity=identity)
+    assert json.loads((tmp_path / "search_identity.json").read_text()) == identity
+    changed = {**identity, "evaluator": {"metric": "test"}}
+    with pytest.raises(ValueError, match=r"evaluator\.metric was 'acc' when it started, now "
+                                         r"'test'.*resume with those settings"):
+        run_search(SPACE, sampler_of("random"), SyntheticEvaluator(), budget_trials=5,
+                   run_dir=tmp_path, resume=True, progress=False, identity=changed)
+    extra = {**identity, "constraints": {"max_params": 10}}
+    with pytest.raises(ValueError, match=r"constraints was '<absent>' when it started"):
+        run_search(SPACE, sampler_of("random"), SyntheticEvaluator(), budget_trials=5,
+                   run_dir=tmp_path, resume=True, progress=False, identity=extra)
+    assert len(read_journal(tmp_path)) == 3  # nothing was added by the refused resumes
+    run_search(SPACE, sampler_of("random"), SyntheticEvaluator(), budget_trials=5,
+               run_dir=tmp_path, resume=True, progress=False, identity=identity)
+    assert len(read_journal(tmp_path)) == 5
+
+
 def test_resume_of_an_empty_run_dir_starts_fresh(tmp_path):
     result = run_search(SPACE, sampler_of("random"), SyntheticEvaluator(), budget_trials=5,
                         run_dir=tmp_path / "new", resume=True, seed=0, progress=False)

@@ -111,18 +111,13 @@ class Journal:
         ``--resume`` replays the whole search from the journal."""
         if not self.state_path.is_file():
             return None
-        try:
-            state = load_checkpoint(self.state_path, what="search state",
-                                    require_state_dict=False)
-        except CheckpointError as err:
-            raise CheckpointError(
-                f"{err}.\nThe search can be replayed from its journal ({self.path}, "
-                f"{len(self.read())} records): delete {self.state_path} and resume again"
-            ) from None
+        replay = (f"the search can be replayed from its journal ({self.path}, "
+                  f"{len(self.read())} records): delete {self.state_path} and resume again")
+        state = load_checkpoint(self.state_path, what="search state", require_state_dict=False,
+                                advice=replay)
         if not isinstance(state, dict):
             raise CheckpointError(f"{self.state_path} is not a search state (a "
-                                  f"{type(state).__name__}); delete it and resume again to "
-                                  f"replay the search from {self.path}")
+                                  f"{type(state).__name__}); {replay}")
         return state
 
     def check_identity(self, identity: dict[str, Any]) -> None:
