@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ast
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -31,6 +31,7 @@ from lightning_nas.spaces.ops import (
     SepConv,
     drop_path,
 )
+from lightning_nas.spaces.supernet import Decision, PathNetwork
 
 #: Operations of the search space, in the order the architecture parameters use.
 PRIMITIVES: tuple[str, ...] = tuple(DARTS_OPS)
@@ -353,11 +354,16 @@ class MixedOp(nn.Module):
                                or (name == "skip_connect" and stride > 1))
         self.any_preact = any(self.preact)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``x``: (B, C, H, W); ``weights``: (num_primitives,) softmax of this edge's alphas."""
-        relu_x = torch.relu(x) if self.any_preact else x
+    def forward(self, x: torch.Tensor, weights: torch.Tensor,
+                active: Sequence[int] | None = None) -> torch.Tensor | None:
+        """``x``: (B, C, H, W); ``weights``: (num_primitives,) softmax of this edge's alphas;
+        ``active``: the primitive indices that run (default all; one path, GDAS). None when
+        no op with an output runs (the edge adds nothing)."""
+        run = [(op, k, pre) for op, k, pre in zip(self.ops, self.index, self.preact)
+               if active is None or k in active]
+        relu_x = torch.relu(x) if any(pre for _, _, pre in run) else x
         out = None
-        for op, k, pre in zip(self.ops, self.index, self.preact):
+        for op, k, pre in run:
             term = weights[k] * op(relu_x if pre else x)
             out = term if out is None else out + term
         return out
@@ -418,21 +424,28 @@ class SearchCell(nn.Module):
             for i in range(steps) for j in range(2 + i)
         )
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``weights``: (num_edges, num_primitives), rows are softmaxed alphas."""
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
+                active: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+        """``weights``: (num_edges, num_primitives), rows are softmaxed alphas; ``active[e]``:
+        the primitive indices edge e runs (default all; empty: the edge is off the path)."""
         states = [self.pre0(s0), self.pre1(s1)]
         offset = 0
         for _ in range(self.steps):
             node = None
             for j, h in enumerate(states):
-                edge = self.edges[offset + j]
+                e = offset + j
+                ops = None if active is None else active[e]
+                if ops is not None and not ops:
+                    continue
+                edge = self.edges[e]
                 if self.checkpoint_edges and torch.is_grad_enabled():
-                    term = checkpoint(edge, h, weights[offset + j], use_reentrant=False)
+                    term = checkpoint(edge, h, weights[e], ops, use_reentrant=False)
                 else:
-                    term = edge(h, weights[offset + j])
-                node = term if node is None else node + term
+                    term = edge(h, weights[e], ops)
+                if term is not None:
+                    node = term if node is None else node + term
             offset += len(states)
-            states.append(node)
+            states.append(torch.zeros_like(states[1]) if node is None else node)
         return torch.cat(states[-self.multiplier:], dim=1)
 
 
@@ -489,18 +502,123 @@ class DartsSupernet(nn.Module):
             c_pp, c_p = c_p, multiplier * c_curr
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
+        # DartsSpace.supernet sets its own space (build defaults, constraints)
+        self.space = DartsSpace(steps=steps, num_classes=num_classes, in_channels=in_channels)
         _batch_stats_only(self)
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor, weights_normal: torch.Tensor,
-                weights_reduce: torch.Tensor) -> torch.Tensor:
+                weights_reduce: torch.Tensor,
+                active: Mapping[str, Sequence[Sequence[int]]] | None = None) -> torch.Tensor:
+        """Logits (B, num_classes); ``active`` (``{"normal": ..., "reduce": ...}``) restricts
+        each edge to the listed primitive indices (one path, GDAS)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, weights_reduce if cell.reduction else weights_normal)
+            kind = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, cell(s0, s1, weights_reduce if cell.reduction else weights_normal,
+                              None if active is None else active[kind])
         return self.classifier(self.pool(s1).flatten(1))
+
+    # -- the supernet interface (lightning_nas.spaces.supernet) ------------------------------
+    @property
+    def op_names(self) -> tuple[str, ...]:
+        return self.primitives
+
+    def _edge(self, node: int, j: int) -> int:
+        """Row of edge ``j -> node`` (node 2..steps+1) in the (num_edges, ops) matrices."""
+        return sum(2 + i for i in range(node - 2)) + j
+
+    def decisions(self) -> list[Decision]:
+        """Per cell type and node, as ENAS's micro controller samples them: two distinct
+        inputs among the earlier nodes, then the op on each (no 'none')."""
+        ops = tuple(p for p in self.primitives if p != "none")
+        out = []
+        for cell in CELL_TYPES:
+            for node in range(2, 2 + self.steps):
+                group = f"{cell}.node{node}"
+                out += [Decision(f"{group}.input{k}", tuple(range(node)), "input", group)
+                        for k in (0, 1)]
+                out += [Decision(f"{group}.op{k}", ops, "op", group) for k in (0, 1)]
+        return out
+
+    def arch_of(self, choices: Mapping[str, Any]) -> Arch:
+        cells = {}
+        for cell in CELL_TYPES:
+            edges = []
+            for node in range(2, 2 + self.steps):
+                pair = [(choices[f"{cell}.node{node}.op{k}"], int(choices[
+                    f"{cell}.node{node}.input{k}"])) for k in (0, 1)]
+                edges += sorted(pair, key=lambda e: e[1])  # canonical: by input index
+            cells[cell] = edges
+        concat = list(range(2 + self.steps - self.multiplier, 2 + self.steps))
+        return Genotype(cells["normal"], concat, cells["reduce"], concat).to_arch()
+
+    def choices_of(self, arch: Arch) -> dict[str, Any]:
+        self._check_path(arch)
+        out: dict[str, Any] = {}
+        for cell in CELL_TYPES:
+            for node in range(2, 2 + self.steps):
+                for k in (0, 1):
+                    op, j = arch[cell][2 * (node - 2) + k]
+                    out[f"{cell}.node{node}.input{k}"] = int(j)
+                    out[f"{cell}.node{node}.op{k}"] = op
+        return out
+
+    def _check_path(self, arch: Arch) -> None:
+        if arch.space != SPACE_NAME:
+            raise ArchError(f"architecture belongs to the {arch.space!r} space, not "
+                            f"{SPACE_NAME!r}")
+        for cell in CELL_TYPES:
+            if len(arch[cell]) != 2 * self.steps:
+                raise ArchError(f"the supernet has {self.steps} nodes per cell; {cell!r} "
+                                f"lists {len(arch[cell]) // 2}")
+            for op, _ in arch[cell]:
+                if op not in self.primitives or op == "none":
+                    raise ArchError(f"{cell}: operation {op!r} is not one of the supernet's "
+                                    f"{', '.join(p for p in self.primitives if p != 'none')}")
+
+    def alpha_shapes(self) -> dict[str, tuple[int, int]]:
+        return {cell: (self.num_edges, len(self.primitives)) for cell in CELL_TYPES}
+
+    def forward_weighted(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor],
+                         active: Mapping[str, Sequence[Sequence[int]]] | None = None
+                         ) -> torch.Tensor:
+        return self(x, weights["normal"], weights["reduce"], active)
+
+    def path_weights(self, arch: Arch) -> tuple[dict[str, torch.Tensor],
+                                                 dict[str, list[list[int]]]]:
+        """One-hot (num_edges, ops) weights per cell type of ``arch`` (zero rows for edges
+        off the path) and the primitive indices each edge runs."""
+        self._check_path(arch)
+        weights, active = {}, {}
+        device = self.classifier.weight.device
+        for cell in CELL_TYPES:
+            w = torch.zeros(self.num_edges, len(self.primitives), device=device)
+            runs: list[list[int]] = [[] for _ in range(self.num_edges)]
+            for k, (op, j) in enumerate(arch[cell]):
+                e, p = self._edge(2 + k // 2, int(j)), self.primitives.index(op)
+                w[e, p] = 1.0
+                runs[e].append(p)
+            weights[cell], active[cell] = w, runs
+        return weights, active
+
+    def forward_path(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+        weights, active = self.path_weights(arch)
+        return self.forward_weighted(x, weights, active)
+
+    def derive(self, weights: Mapping[str, torch.Tensor]) -> Arch:
+        """DARTS' discretisation of (softmaxed) weights: :func:`derive_genotype`."""
+        return derive_genotype(weights["normal"], weights["reduce"], steps=self.steps,
+                               multiplier=self.multiplier, primitives=self.primitives)
+
+    def subnet(self, arch: Arch) -> nn.Module:
+        """``arch``'s path as a module (:class:`~lightning_nas.spaces.supernet.PathNetwork`:
+        a copy of this supernet with batch-norm running statistics to recalibrate)."""
+        self._check_path(arch)
+        return PathNetwork(self, arch)
 
 
 def derive_genotype(weights_normal: torch.Tensor, weights_reduce: torch.Tensor, *,
@@ -700,4 +818,6 @@ class DartsSpace(SearchSpace):
     def supernet(self, **kwargs: Any) -> DartsSupernet:
         options = {"num_classes": self.build_defaults["num_classes"],
                    "in_channels": self.build_defaults["in_channels"], "steps": self.steps, **kwargs}
-        return DartsSupernet(**options)
+        net = DartsSupernet(**options)
+        net.space = self
+        return net

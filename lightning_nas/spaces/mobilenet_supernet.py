@@ -25,7 +25,8 @@ Batch-norm layers of a narrower block use the first channels of the statistics
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,7 @@ from lightning_nas.spaces.mobilenet import (
     _act,
     make_divisible,
 )
+from lightning_nas.spaces.supernet import Decision
 
 
 def expanded_width(c_in: int, expand: float) -> int:
@@ -269,6 +271,28 @@ class OFASupernet(nn.Module):
             target.load_state_dict(source.export_state(target.kernel, target.expand_ratio,
                                                        target))
         return net.to(self.classifier.weight.device).train(self.training)
+
+
+    # -- the supernet interface (lightning_nas.spaces.supernet) ------------------------------
+    def decisions(self) -> list[Decision]:
+        """The space's decisions: resolution, stage depths, then every block's kernel and
+        expansion (a block beyond its stage's depth is inactive; its choices are free)."""
+        return [Decision(label, tuple(options)) for label, options in self.space.decisions()]
+
+    def arch_of(self, choices: Mapping[str, Any]) -> Arch:
+        return self.space.validate(Arch(self.space.name, dict(choices)))
+
+    def choices_of(self, arch: Arch) -> dict[str, Any]:
+        return dict(self.space.validate(arch))
+
+    def forward_path(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+        """Logits of subnet ``arch``: makes it active and resizes ``x`` to its resolution."""
+        self.set_active(arch)
+        return self(resize_to(x, int(arch["resolution"])))
+
+    def subnet(self, arch: Arch) -> MobileNetV3Network:
+        """The extracted standalone subnet (:meth:`extract`)."""
+        return self.extract(arch)
 
 
 def resize_to(x: torch.Tensor, resolution: int) -> torch.Tensor:

@@ -32,7 +32,7 @@ import functools
 import itertools
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -40,6 +40,7 @@ from torch import nn
 
 from lightning_nas.spaces.base import Arch, ArchError, Constraints, SearchSpace
 from lightning_nas.spaces.ops import ReLUConvBN, Zero
+from lightning_nas.spaces.supernet import Decision
 
 SPACE_NAME = "nb201"
 #: The 5 operations, in the benchmark's order (the order of index generation and one-hot).
@@ -273,10 +274,15 @@ class NB201MixedOp(nn.Module):
         )
         self.index = [OPS.index(name) for name in self.ops]
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``x``: (B, C, H, W); ``weights``: (5,) in :data:`OPS` order."""
+    def forward(self, x: torch.Tensor, weights: torch.Tensor,
+                active: Sequence[int] | None = None) -> torch.Tensor | None:
+        """``x``: (B, C, H, W); ``weights``: (5,) in :data:`OPS` order; ``active``: the
+        :data:`OPS` indices that run (default all). None when no op with an output runs
+        (the edge adds nothing)."""
         out = None
         for k, op in zip(self.index, self.ops.values()):
+            if active is not None and k not in active:
+                continue
             term = weights[k] * op(x)
             out = term if out is None else out + term
         return out
@@ -289,17 +295,21 @@ class NB201SearchCell(nn.Module):
             NB201MixedOp(c, affine, track_running_stats) for _ in EDGES
         )
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``weights``: (6, 5), row k for edge :data:`EDGES` ``[k]``."""
+    def forward(self, x: torch.Tensor, weights: torch.Tensor,
+                active: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+        """``weights``: (6, 5), row k for edge :data:`EDGES` ``[k]``; ``active[k]``: the op
+        indices edge k runs (default all). A node all of whose edges add nothing is zero."""
         nodes = [x]
         k = 0
         for j in range(1, NUM_NODES):
             total = None
             for i in range(j):
-                term = self.edges[k](nodes[i], weights[k])
-                total = term if total is None else total + term
+                term = self.edges[k](nodes[i], weights[k],
+                                     None if active is None else active[k])
+                if term is not None:
+                    total = term if total is None else total + term
                 k += 1
-            nodes.append(total)
+            nodes.append(torch.zeros_like(x) if total is None else total)
         return nodes[-1]
 
 
@@ -320,15 +330,62 @@ class NB201Supernet(_Body):
                          cells_per_stage=cells_per_stage, in_channels=in_channels)
         self.build_options = {"num_classes": num_classes, "channels": channels,
                               "cells_per_stage": cells_per_stage, "in_channels": in_channels}
+        self.space = NB201Space(**self.build_options)  # NB201Space.supernet sets its own
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor,
+                active: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+        """Logits (B, num_classes) with every cell's edges mixed by ``weights`` (6, 5);
+        ``active[k]`` restricts edge k to those op indices (one path, GDAS)."""
         if weights.shape != (len(EDGES), len(OPS)):
             raise ValueError(f"weights must be ({len(EDGES)}, {len(OPS)}) (edges x ops), got "
                              f"{tuple(weights.shape)}")
         x = self.stem(x)
         for cell in self.cells:
-            x = cell(x, weights) if isinstance(cell, NB201SearchCell) else cell(x)
+            x = cell(x, weights, active) if isinstance(cell, NB201SearchCell) else cell(x)
         return self.classifier(self.global_pooling(self.lastact(x)).flatten(1))
+
+    # -- the supernet interface (lightning_nas.spaces.supernet) ------------------------------
+    op_names = OPS
+
+    def decisions(self) -> list[Decision]:
+        """One op per edge, in :data:`EDGES` order."""
+        return [Decision(label, OPS) for label in EDGE_LABELS]
+
+    def arch_of(self, choices: Mapping[str, Any]) -> Arch:
+        return arch_from_ops([choices[label] for label in EDGE_LABELS])
+
+    def choices_of(self, arch: Arch) -> dict[str, Any]:
+        self.space.validate(arch)
+        return {label: arch[label] for label in EDGE_LABELS}
+
+    def alpha_shapes(self) -> dict[str, tuple[int, int]]:
+        return {"cell": (len(EDGES), len(OPS))}
+
+    def forward_weighted(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor],
+                         active: Mapping[str, Sequence[Sequence[int]]] | None = None
+                         ) -> torch.Tensor:
+        return self(x, weights["cell"], None if active is None else active["cell"])
+
+    def path_weights(self, arch: Arch) -> tuple[torch.Tensor, list[list[int]]]:
+        """One-hot (6, 5) weights of ``arch`` and the op index each edge runs."""
+        index = [OPS.index(op) for op in arch_ops(self.space.validate(arch))]
+        weights = torch.zeros(len(EDGES), len(OPS), device=self.classifier.weight.device)
+        weights[torch.arange(len(EDGES)), torch.tensor(index)] = 1.0
+        return weights, [[k] for k in index]
+
+    def forward_path(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+        weights, active = self.path_weights(arch)
+        return self(x, weights, active)
+
+    def derive(self, weights: Mapping[str, torch.Tensor]) -> Arch:
+        """The strongest op of every edge, 'none' included (as NAS-Bench-201's DARTS)."""
+        best = weights["cell"].detach().argmax(-1).tolist()
+        return arch_from_ops([OPS[k] for k in best])
+
+    def subnet(self, arch: Arch) -> NB201Network:
+        """The standalone network of ``arch`` with this supernet's weights (its batch-norm
+        running statistics to be recalibrated; see :func:`extract_subnet`)."""
+        return extract_subnet(self, arch)[0]
 
 
 def extract_subnet(supernet: NB201Supernet, arch: Arch) -> tuple[NB201Network, list[str]]:
@@ -475,7 +532,12 @@ class NB201Space(SearchSpace):
         return NB201Network(arch, **{**self.build_defaults, **kwargs})
 
     def supernet(self, **kwargs: Any) -> NB201Supernet:
-        return NB201Supernet(**{**self.build_defaults, **kwargs})
+        """The weight-sharing network (:class:`NB201Supernet`, non-affine batch-norm with
+        batch statistics, as the benchmark's one-shot searches); ``kwargs`` override the
+        build defaults."""
+        net = NB201Supernet(**{**self.build_defaults, **kwargs})
+        net.space = self
+        return net
 
     def extract(self, supernet: NB201Supernet, arch: Arch) -> tuple[NB201Network, list[str]]:
         """Standalone network for ``arch`` with weights from ``supernet`` (see
