@@ -87,7 +87,7 @@ def test_resumed_search_equals_uninterrupted_search(tmp_path, order):
     trainer(tmp_path / "part", 3, callbacks=[
         StopAfter(0), ModelCheckpoint(dirpath=tmp_path / "part" / "checkpoints", save_last=True,
                                       save_top_k=1)]).fit(first, tiny_data(**augmented))
-    assert not torch.equal(first.alpha_normal, full.alpha_normal)  # really stopped early
+    assert not torch.equal(first.alpha["normal"], full.alpha["normal"])  # really stopped early
     resumed = tiny_search(order=order)
     trainer(tmp_path / "part", 3).fit(resumed, tiny_data(**augmented),
                                       ckpt_path=tmp_path / "part" / "checkpoints" / "last.ckpt")
@@ -139,8 +139,8 @@ def test_same_seed_same_initial_alphas_regardless_of_global_rng():
     a = tiny_search(seed=7)
     torch.manual_seed(456)
     b = tiny_search(seed=7)
-    assert torch.equal(a.alpha_normal, b.alpha_normal)
-    assert not torch.equal(a.alpha_normal, tiny_search(seed=8).alpha_normal)
+    assert torch.equal(a.alpha["normal"], b.alpha["normal"])
+    assert not torch.equal(a.alpha["normal"], tiny_search(seed=8).alpha["normal"])
 
 
 def test_search_on_a_slice_of_the_real_cifar10_images(tmp_path):

@@ -30,7 +30,7 @@ def _exact_unrolled_grad(model, opt, xi, xw, yw, xa, ya):
     names = [n for n, p in model.supernet.named_parameters() if p.requires_grad]
     weights = [p for p in model.supernet.parameters() if p.requires_grad]
     group = opt.param_groups[0]
-    wn, wr = model.alpha_normal.softmax(-1), model.alpha_reduce.softmax(-1)
+    wn, wr = model.alpha["normal"].softmax(-1), model.alpha["reduce"].softmax(-1)
     loss_train = model.criterion(model.supernet(xw, wn, wr), yw)
     g_train = torch.autograd.grad(loss_train, weights, create_graph=True)
     unrolled = {}

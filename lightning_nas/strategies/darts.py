@@ -27,8 +27,9 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_nas.callbacks.export import ArchExport
-from lightning_nas.spaces.base import Arch
-from lightning_nas.spaces.darts import DartsSpace, DartsSupernet, derive_genotype
+from lightning_nas.spaces.base import Arch, SearchSpace
+from lightning_nas.spaces.darts import DartsSpace
+from lightning_nas.spaces.supernet import WeightedSupernet, supernet_of
 from lightning_nas.strategies.common import (
     assign_gradients,
     average_gradients,
@@ -50,8 +51,35 @@ def paper_arch_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Op
     return torch.optim.Adam(params, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
 
 
+def build_weighted_supernet(space: SearchSpace, strategy: str, *, num_classes: int,
+                            in_channels: int, channels: int | None = None,
+                            layers: int | None = None, checkpoint_cells: int | None = None,
+                            channels_last: bool = True) -> WeightedSupernet:
+    """The weighted supernet of ``space`` for a differentiable strategy (DARTS, GDAS, ...).
+
+    ``channels`` / ``layers`` override the supernet's width and (DARTS space) number of
+    cells; ``checkpoint_cells`` and ``channels_last`` are options of the DARTS space's
+    supernet (see :class:`~lightning_nas.spaces.darts.DartsSupernet`)."""
+    options: dict[str, Any] = {"num_classes": num_classes, "in_channels": in_channels}
+    if channels is not None:
+        options["channels"] = channels
+    if isinstance(space, DartsSpace):
+        options.update(checkpoint_cells=checkpoint_cells, channels_last=channels_last)
+        if layers is not None:
+            options["layers"] = layers
+    elif layers is not None:
+        raise ValueError(f"layers applies to the DARTS space's supernet; the {space.name!r} "
+                         "space sets its depth itself (NB201: space.init_args.cells_per_stage)")
+    return supernet_of(space, weighted=True, strategy=strategy, **options)
+
+
 class DartsSearch(L.LightningModule):
-    """DARTS search over the :class:`~lightning_nas.spaces.darts.DartsSpace` cell space.
+    """DARTS search over any cell space with a weighted supernet
+    (:class:`~lightning_nas.spaces.supernet.WeightedSupernet`): the DARTS cell space
+    (:class:`~lightning_nas.spaces.darts.DartsSpace`, one alpha matrix per normal and
+    reduction cell) or NAS-Bench-201 (:class:`~lightning_nas.spaces.nb201.NB201Space`, one
+    (6, 5) matrix shared by all cells; the genotype is the strongest op per edge, 'none'
+    included, as the benchmark's DARTS).
 
     Expects search-mode batches ``{"weights": (x, y), "arch": (x, y)}`` (a data module with
     ``search=True``) for training and ``(x, y)`` for validation.
@@ -59,9 +87,12 @@ class DartsSearch(L.LightningModule):
     Args:
         num_classes: classes of the dataset (linked from the data module by the CLI).
         in_channels: image channels (linked from the data module by the CLI).
-        space: the cell space (its ``steps`` sets the nodes per cell).
-        channels: initial channels of the supernet (16 in the paper's search).
-        layers: cells in the supernet (8 in the paper's search).
+        space: the cell space (default the DARTS space; its ``steps`` sets the nodes per
+            cell). NB201's supernet takes its channels and cells per stage from the space.
+        channels: initial channels of the supernet (None: the space's supernet default, 16
+            for both the DARTS paper's search and NAS-Bench-201).
+        layers: cells in the DARTS supernet (None: 8, the paper's search); NB201 sets its
+            depth with the space's ``cells_per_stage``.
         order: 1 for first-order DARTS, 2 for the unrolled second-order gradient.
         weight_optimizer: factory for the weight optimiser; SGD as in the paper by default.
         arch_optimizer: factory for the alpha optimiser; Adam as in the paper by default.
@@ -74,9 +105,10 @@ class DartsSearch(L.LightningModule):
             (0.01 in the paper). Activations with kinks (ReLU, max-pool) make the estimate
             depend on it; the test checks the formula exactly with a tiny step in float64.
         loss: the training criterion; cross-entropy by default.
-        checkpoint_cells: the first N supernet cells recompute their activations in backward
-            (None: 2 * layers // 3, the large early cells; 0: none); trades time for memory.
-        channels_last: NHWC activations (faster depthwise convs on CPU).
+        checkpoint_cells: DARTS space: the first N supernet cells recompute their
+            activations in backward (None: 2 * layers // 3, the large early cells; 0: none);
+            trades time for memory.
+        channels_last: DARTS space: NHWC activations (faster depthwise convs on CPU).
         seed: seeds the alphas and supernet initialisation (the strategy owns its RNG).
     """
 
@@ -85,9 +117,9 @@ class DartsSearch(L.LightningModule):
         *,
         num_classes: int = 10,
         in_channels: int = 3,
-        space: DartsSpace | None = None,
-        channels: int = 16,
-        layers: int = 8,
+        space: SearchSpace | None = None,
+        channels: int | None = None,
+        layers: int | None = None,
         order: int = 1,
         weight_optimizer: OptimizerFactory = paper_weight_optimizer,
         arch_optimizer: OptimizerFactory = paper_arch_optimizer,
@@ -106,9 +138,9 @@ class DartsSearch(L.LightningModule):
             raise ValueError(f"order must be 1 (first-order) or 2 (second-order), got {order}")
         for name, value in (("num_classes", num_classes), ("in_channels", in_channels),
                             ("channels", channels)):
-            if value < 1:
+            if value is not None and value < 1:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if layers < 3:
+        if layers is not None and layers < 3:
             raise ValueError(f"layers must be >= 3 (two reduction cells and a normal cell), "
                              f"got {layers}")
         if grad_clip < 0 or warmup_epochs < 0 or lr_min < 0:
@@ -126,15 +158,14 @@ class DartsSearch(L.LightningModule):
         self.criterion = loss or nn.CrossEntropyLoss()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.supernet = DartsSupernet(
-                num_classes=num_classes, in_channels=in_channels, channels=channels,
-                layers=layers, steps=self.space.steps, checkpoint_cells=checkpoint_cells,
-                channels_last=channels_last,
-            )
-            shape = (self.supernet.num_edges, len(self.supernet.primitives))
-            # (num_edges, num_ops), N(0, 1e-3) as in the DARTS code
-            self.alpha_normal = nn.Parameter(1e-3 * torch.randn(shape))
-            self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(shape))
+            self.supernet = build_weighted_supernet(
+                self.space, "DARTS", num_classes=num_classes, in_channels=in_channels,
+                channels=channels, layers=layers, checkpoint_cells=checkpoint_cells,
+                channels_last=channels_last)
+            # one (num_edges, num_ops) matrix per cell type, N(0, 1e-3) as in the DARTS code
+            self.alpha = nn.ParameterDict({
+                cell: nn.Parameter(1e-3 * torch.randn(shape))
+                for cell, shape in self.supernet.alpha_shapes().items()})
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -142,25 +173,28 @@ class DartsSearch(L.LightningModule):
     # ---------------------------------------------------------------------------------------
     @property
     def alphas(self) -> list[nn.Parameter]:
-        return [self.alpha_normal, self.alpha_reduce]
+        """The architecture parameters, one (num_edges, num_ops) matrix per cell type."""
+        return list(self.alpha.values())
 
     def weights(self) -> list[nn.Parameter]:
         return [p for p in self.supernet.parameters() if p.requires_grad]
 
+    def mixing_weights(self) -> dict[str, torch.Tensor]:
+        """Softmaxed alphas per cell type (the continuous relaxation, DARTS Eq. 2)."""
+        return {cell: a.softmax(-1) for cell, a in self.alpha.items()}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) of the supernet under the current alphas."""
-        return self.supernet(x, self.alpha_normal.softmax(-1), self.alpha_reduce.softmax(-1))
+        return self.supernet.forward_weighted(x, self.mixing_weights())
 
     def current_arch(self) -> Arch:
-        """The discrete genotype of the current alphas (top-2 edges per node)."""
-        return derive_genotype(self.alpha_normal.softmax(-1), self.alpha_reduce.softmax(-1),
-                               steps=self.space.steps, primitives=self.supernet.primitives)
+        """The discrete architecture of the current alphas (DARTS: top-2 edges per node)."""
+        return self.supernet.derive(self.mixing_weights())
 
     def arch_summary(self) -> dict[str, Any]:
         """Softmaxed alphas per cell as nested lists (num_edges x num_ops) for the history."""
-        return {"primitives": list(self.supernet.primitives),
-                "alphas": {"normal": self.alpha_normal.softmax(-1).tolist(),
-                           "reduce": self.alpha_reduce.softmax(-1).tolist()}}
+        return {"primitives": list(self.supernet.op_names),
+                "alphas": {cell: w.tolist() for cell, w in self.mixing_weights().items()}}
 
     # ---------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -214,7 +248,8 @@ class DartsSearch(L.LightningModule):
                     w.sub_(xi * step)  # w' = w - xi * (m * v + g + wd * w)
             loss_val, _ = self._loss(xa, ya)
             grads = torch.autograd.grad(loss_val, [*self.alphas, *weights])
-            g_alpha, g_unrolled = grads[:2], grads[2:]
+            n_alpha = len(self.alphas)
+            g_alpha, g_unrolled = grads[:n_alpha], grads[n_alpha:]
             eps = self.hparams.hessian_epsilon / torch.cat([g.reshape(-1) for g in g_unrolled]).norm()
             finite_diff = []
             for sign in (1.0, -1.0):
@@ -275,12 +310,12 @@ class DartsSearch(L.LightningModule):
         # The full softmaxed alphas (2 x edges x ops scalars) go straight to the loggers, not
         # into callback_metrics: that dict travels back through a pipe under ddp_spawn.
         alphas = {}
-        for cell, alpha in (("normal", self.alpha_normal), ("reduce", self.alpha_reduce)):
+        for cell, alpha in self.alpha.items():
             probs = alpha.detach().softmax(-1)
             entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()
             self.log(f"alpha/{cell}_entropy", entropy)  # nats, mean over edges
             for e, row in enumerate(probs.tolist()):
-                for k, name in enumerate(self.supernet.primitives):
+                for k, name in enumerate(self.supernet.op_names):
                     alphas[f"alpha/{cell}/edge{e}/{name}"] = row[k]
         alphas["epoch"] = self.current_epoch  # as Lightning adds to its own rows (resume)
         for logger in self.loggers:
