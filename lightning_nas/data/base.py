@@ -56,6 +56,7 @@ _SPLIT_PERMUTATION_SALT = 101  # search halves / held-out validation assignment
 _SAMPLER_SALT = 202  # per-epoch shuffling
 _LOADER_SALT = 303  # DataLoader generator (worker base seed)
 _AUGMENT_SALT = 404  # augmentation generator
+_STREAM_SALT = 505  # split_batches: the passes of an endless stream
 
 
 def shared_data_dir() -> Path:
@@ -573,6 +574,46 @@ class ImageDataModule(L.LightningDataModule):
         self._require_setup()
         return self._loader(self._test_set, np.arange(len(self._test_set)), train=False,
                             salt="eval")
+
+    def split_batches(self, split: str, *, epoch: int, rank: int = 0, world_size: int = 1,
+                      batch_size: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """An endless stream of uint8 ``(x, y)`` batches of one split, outside the trainer's
+        loaders (e.g. ENAS trains its controller on the architecture half after the epoch's
+        weight steps).
+
+        Pass ``p`` over the split is in a seeded order that depends only on (seed, split,
+        ``epoch``, p), so a resumed run draws the same batches. Under DDP rank ``r`` of
+        ``world_size`` takes every ``world_size``-th image of that order (rank r's k-th batch
+        and the other ranks' k-th batches together are the single-process k-th batch of
+        ``world_size`` times the size). Apply :meth:`transform_batch` on the device.
+
+        Args:
+            split: ``"weights"``/``"arch"`` (search mode), ``"train"``, ``"val"``.
+            epoch: selects the orders.
+            rank, world_size: this process's shard.
+            batch_size: images per batch and rank (default the training batch size).
+        """
+        self._require_setup()
+        if split not in self._splits:
+            raise ValueError(f"{type(self).__name__} has no split {split!r} in this mode "
+                             f"(splits: {sorted(self._splits)}; search halves need search=True)")
+        indices = torch.as_tensor(np.asarray(self._splits[split]), dtype=torch.long)
+        size = batch_size or self.batch_size
+        if len(indices) < world_size:
+            raise ValueError(f"split {split!r} has {len(indices)} images for {world_size} ranks")
+        p = 0
+        while True:
+            g = torch.Generator().manual_seed(
+                mix_seed(self.seed, _STREAM_SALT, SPLIT_SALTS.get(split, 0), epoch, p))
+            order = indices[torch.randperm(len(indices), generator=g)]
+            usable = len(order) - len(order) % world_size  # equal shards, as DistributedSampler
+            shard = order[:usable][rank::world_size]
+            for start in range(0, len(shard) - size + 1, size):  # full batches only
+                yield self._train_set.__getitems__(shard[start:start + size].tolist())
+            if len(shard) < size:
+                raise ValueError(f"split {split!r} holds {len(shard)} images per rank, fewer "
+                                 f"than one batch of {size}")
+            p += 1
 
     def predict_dataloader(self) -> DataLoader:
         """Same as :meth:`test_dataloader`."""

@@ -1,16 +1,24 @@
-"""Evaluate an architecture by its inherited weights in a trained Once-for-All supernet.
+"""Evaluate an architecture by its inherited weights in a trained one-shot supernet.
 
 Once-for-All specialisation (Cai et al., "Once-for-All: Train One Network and Specialize it
-for Efficient Deployment", ICLR 2020, Sec. 3.3) searches the subnets of one trained supernet
-for a target device: every candidate is *extracted* with the supernet's weights, its
-batch-norm statistics are re-estimated on a few training images (a subnet inherits weights,
-not statistics: OFA's ``set_running_statistics``), and its accuracy on held-out images is the
-fitness. No candidate is trained, so an evaluation costs seconds on a CPU::
+for Efficient Deployment", ICLR 2020, Sec. 3.3) and SPOS's evolutionary search (Guo et al.,
+ECCV 2020, Sec. 3.3) search the subnets of one trained supernet: every candidate takes the
+supernet's weights along its path (:meth:`~lightning_nas.spaces.supernet.Supernet.subnet`:
+the extracted standalone network for Once-for-All and NAS-Bench-201, the path inside a copy
+of the supernet for DARTS cells), its batch-norm statistics are re-estimated on a few
+training images (a subnet inherits weights, not statistics: OFA's
+``set_running_statistics``, SPOS's BN recalibration), and its accuracy on held-out images is
+the fitness. No candidate is trained, so an evaluation costs seconds on a CPU::
 
     evaluator = SupernetEvaluator("runs/ofa-cifar10-subset/checkpoints/last.ckpt",
                                   ImageFolderDataModule(root=..., val_fraction=0.2))
     evaluator(arch)          # {"accuracy": 71.4, "loss": 0.83}
     evaluator.export(arch, "runs/subnet")   # arch.json + subnet.ckpt for fine-tuning
+
+The checkpoint may come from any one-shot strategy of ``lightning-nas fit``
+(:class:`~lightning_nas.strategies.spos.SPOS`, :class:`~lightning_nas.strategies.enas.ENAS`,
+:class:`~lightning_nas.strategies.darts.DartsSearch`, :class:`~lightning_nas.strategies.ofa.
+OnceForAll`): each records how to rebuild its supernet.
 
 **Images.** The data module's loaders yield uint8 images that its
 ``on_after_batch_transfer`` normalises; the evaluator applies the same transform without
@@ -92,26 +100,34 @@ def _reset(obj: Any, attrs: Mapping[str, Any]) -> None:
 
 
 def _load_checkpoint(path: Path, device: str) -> dict[str, Any]:
-    """Space, supernet (eval, on ``device``) and metadata of an OnceForAll checkpoint,
-    loaded once per process."""
-    from lightning_nas.checkpoints import load_checkpoint
-    from lightning_nas.strategies.ofa import load_supernet
+    """Space, supernet (eval, on ``device``) and metadata of a one-shot strategy's
+    checkpoint, loaded once per process."""
+    from lightning_nas.strategies.common import load_supernet
 
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(device))
     with _SUPERNETS_LOCK:
         if key in _SUPERNETS:
             return _SUPERNETS[key]
-    space, supernet = load_supernet(path)
-    checkpoint = load_checkpoint(path)
+    space, supernet, checkpoint = load_supernet(path)
     meta = checkpoint.get("lightning_nas", {})
     loaded = {"space": space, "supernet": supernet.to(device).eval(),
+              "strategy": meta.get("strategy"),
               "phases": meta.get("phases") or [], "phase": meta.get("phase"),
               "data_hparams": dict(checkpoint.get("datamodule_hyper_parameters") or {})}
     del checkpoint
     with _SUPERNETS_LOCK:
         _SUPERNETS[key] = loaded
     return loaded
+
+
+def _supernet_sizes(net: nn.Module) -> tuple[int, int]:
+    """``(num_classes, in_channels)`` of a supernet (its classifier and first convolution)."""
+    if hasattr(net, "num_classes") and hasattr(net, "in_channels"):
+        return int(net.num_classes), int(net.in_channels)
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    return int(linears[-1].out_features), int(convs[0].in_channels)
 
 
 class _AtResolution(nn.Module):
@@ -131,18 +147,19 @@ class _AtResolution(nn.Module):
 
 
 class SupernetEvaluator(Evaluator):
-    """Inherited accuracy of a subnet of a trained Once-for-All supernet (module docstring).
+    """Inherited accuracy of a path of a trained one-shot supernet (module docstring).
 
     Args:
-        checkpoint: an :class:`~lightning_nas.strategies.ofa.OnceForAll` checkpoint (e.g.
-            ``runs/ofa-cifar10-subset/checkpoints/last.ckpt`` of ``lightning-nas fit``).
+        checkpoint: a checkpoint of a one-shot strategy (e.g.
+            ``runs/ofa-cifar10-subset/checkpoints/last.ckpt`` of ``lightning-nas fit`` with
+            OnceForAll, or ``runs/spos-nb201-digits/checkpoints/last.ckpt`` with SPOS).
         data: the data module (``class_path``/``init_args`` in YAML), ``search=False``; its
             training split gives the calibration images, its validation (``val_fraction >
             0``) or test split the evaluation images. Its classes and channels must be the
             supernet's.
         space: the search's space; it must equal the space the supernet was trained on
-            (``space.config()``). ``None``: the search CLI links in the search's space, and
-            standalone the checkpoint's space is used.
+            (same class and ``space.config()``). ``None``: the search CLI links in the
+            search's space, and standalone the checkpoint's space is used.
         calibration_images: training images used to re-estimate every subnet's batch-norm
             statistics (a seeded subset, the same for every candidate).
         max_eval_images: evaluate on a seeded subset of this many images of ``split``;
@@ -176,9 +193,9 @@ class SupernetEvaluator(Evaluator):
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(
-                f"Once-for-All checkpoint {str(path)!r} does not exist; train a supernet first, "
-                "e.g. `lightning-nas fit --config configs/ofa/cifar10_subset.yaml` (writes "
-                "runs/ofa-cifar10-subset/checkpoints/last.ckpt)")
+                f"supernet checkpoint {str(path)!r} does not exist; train a supernet first, "
+                "e.g. `lightning-nas fit --config configs/ofa/cifar10_subset.yaml` or "
+                "configs/spos/nb201_digits.yaml (writes <run>/checkpoints/last.ckpt)")
         for name, value, minimum in (("calibration_images", calibration_images, 1),
                                      ("batch_size", batch_size, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -257,21 +274,10 @@ class SupernetEvaluator(Evaluator):
         if self.space is None:
             self.space = trained
         else:
-            config = getattr(self.space, "config", None)
-            if not callable(config):
-                raise ValueError(f"SupernetEvaluator needs a Once-for-All (MobileNetV3) space; "
-                                 f"the search space is {self.space.name!r}")
-            ours, theirs = config(), trained.config()
-            if ours != theirs:
-                diffs = [f"{k}: search {ours.get(k)!r}, checkpoint {theirs.get(k)!r}"
-                         for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
-                raise ValueError(
-                    f"the search space is not the space the supernet in {self.checkpoint} was "
-                    f"trained on ({'; '.join(diffs)}). Configure the search's space like the "
-                    "checkpoint's model.space (same class and init_args), or search another "
-                    "supernet")
+            self._check_space(trained)
         net = loaded["supernet"]
-        for attr, have in (("num_classes", net.num_classes), ("in_channels", net.in_channels)):
+        sizes = _supernet_sizes(net)
+        for attr, have in (("num_classes", sizes[0]), ("in_channels", sizes[1])):
             want = int(getattr(self.data, attr))
             if want != have:
                 raise ValueError(f"the data module {type(self.data).__name__} has {attr}="
@@ -280,6 +286,28 @@ class SupernetEvaluator(Evaluator):
         self._loaded = loaded
         self._check_held_out(loaded["data_hparams"])
         return loaded
+
+    def _check_space(self, trained: SearchSpace) -> None:
+        """The search space must be the space the supernet was trained on."""
+        where = f"the supernet in {self.checkpoint}"
+        if self.space.name != trained.name:
+            raise ValueError(f"the search space is {self.space.name!r} but {where} was trained "
+                             f"on the {trained.name!r} space; search it with a "
+                             f"{type(trained).__name__}")
+        config = getattr(self.space, "config", None)
+        ours = config() if callable(config) else {}
+        theirs = trained.config() if callable(getattr(trained, "config", None)) else {}
+        # the space's network defaults (classes, channels) are not part of the supernet's
+        # choices; constraints may differ between training and search
+        ignore = {"num_classes", "in_channels", "constraints", "dropout"}
+        diffs = [f"{k}: search {ours.get(k)!r}, checkpoint {theirs.get(k)!r}"
+                 for k in sorted(set(ours) | set(theirs))
+                 if k not in ignore and ours.get(k) != theirs.get(k)]
+        if diffs:
+            raise ValueError(
+                f"the search space is not the space {where} was trained on "
+                f"({'; '.join(diffs)}). Configure the search's space like the checkpoint's "
+                "model.space (same class and init_args), or search another supernet")
 
     def _check_held_out(self, trained: Mapping[str, Any]) -> None:
         """Warn when the validation images were (apparently) among the supernet's training
@@ -312,6 +340,11 @@ class SupernetEvaluator(Evaluator):
 
     def _check_arch(self, arch: Arch) -> Arch:
         space = self._subnet_space()
+        if isinstance(arch, Arch) and arch.space != space.name:
+            raise ArchError(f"the architecture belongs to the {arch.space!r} space, but the "
+                            f"supernet in {self.checkpoint} searches {space.name!r} "
+                            "architectures; give one of its space (e.g. an arch.json of a "
+                            f"{space.name!r} search)")
         try:
             return space.validate(arch)
         except ArchError as err:
@@ -450,6 +483,8 @@ class SupernetEvaluator(Evaluator):
         space.validate(arch)
         net = space.build(arch, num_classes=int(self.data.num_classes),
                           in_channels=int(self.data.in_channels))
+        if "resolution" not in arch:
+            return net.eval()
         return _AtResolution(net, int(arch["resolution"])).eval()
 
     @torch.no_grad()
@@ -460,33 +495,37 @@ class SupernetEvaluator(Evaluator):
         Raises:
             ArchError: ``arch`` is not a subnet of the supernet.
         """
-        from lightning_nas.spaces.mobilenet_supernet import recalibrate_bn, resize_to
+        from lightning_nas.spaces.mobilenet_supernet import recalibrate_bn
 
         arch = self._check_arch(arch)
         self._warn_untrained(arch)
         self._ensure_data()
-        r = int(arch["resolution"])
-        net = self._supernet()["supernet"].extract(arch)
+        net = self._supernet()["supernet"].subnet(arch)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        recalibrate_bn(net, [self._layout(resize_to(b, r)) for b in self._calibration or []])
+        recalibrate_bn(net, [self._layout(self._resize(b, arch))
+                             for b in self._calibration or []])
         return net.eval()
+
+    @staticmethod
+    def _resize(x: torch.Tensor, arch: Arch) -> torch.Tensor:
+        """Inputs at the arch's resolution when it has one (elastic-resolution spaces)."""
+        from lightning_nas.spaces.mobilenet_supernet import resize_to
+
+        return resize_to(x, int(arch["resolution"])) if "resolution" in arch else x
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     @torch.no_grad()
     def _evaluate(self, arch: Arch) -> dict[str, float]:
-        from lightning_nas.spaces.mobilenet_supernet import resize_to
-
         net = self.subnet(arch)
-        r = int(arch["resolution"])
         x_all, y_all = self._eval  # type: ignore[misc]
         correct, loss_sum = 0, 0.0
         for start in range(0, len(y_all), self.batch_size):
             x, y = self._transform(x_all[start:start + self.batch_size],
                                    y_all[start:start + self.batch_size])
-            logits = net(self._layout(resize_to(x, r)))
+            logits = net(self._layout(self._resize(x, arch)))
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         n = len(y_all)
@@ -531,13 +570,19 @@ class SupernetEvaluator(Evaluator):
         Returns:
             ``{"arch": path, "weights": path}``.
         """
+        from lightning_nas.spaces.supernet import PathNetwork
         from lightning_nas.strategies.ofa import save_subnet
 
         metrics = self(arch)
         net = self.subnet(arch).cpu().to(memory_format=torch.contiguous_format)
-        return save_subnet(net, self.space, out_dir, metrics=metrics,
-                           supernet=str(self.checkpoint), split=self.split,
-                           calibration_images=len(self.calibration_indices))
+        facts = {"metrics": metrics, "supernet": str(self.checkpoint), "split": self.split,
+                 "calibration_images": len(self.calibration_indices)}
+        if isinstance(net, PathNetwork):  # a path inside the supernet: no standalone weights
+            space = self._subnet_space()
+            path = arch.save(Path(out_dir) / "arch.json", string=space.to_string(arch),
+                             weights=None, **facts)
+            return {"arch": path}
+        return save_subnet(net, self.space, out_dir, **facts)
 
     def fingerprint(self) -> str:
         """What decides the numbers: the checkpoint file (absolute path, bytes, modification

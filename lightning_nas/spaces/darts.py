@@ -680,6 +680,13 @@ class DartsSpace(SearchSpace):
         self.build_defaults = dict(num_classes=num_classes, channels=channels, layers=layers,
                                    auxiliary=auxiliary, stem=stem, in_channels=in_channels)
 
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments as plain data (``DartsSpace(**space.config())``)."""
+        limits = self.constraints
+        return {"steps": self.steps, **self.build_defaults,
+                "constraints": None if limits == Constraints() else
+                {"max_params": limits.max_params, "max_layers": limits.max_layers}}
+
     # -- membership ------------------------------------------------------------------------
     def check(self, arch: Arch) -> None:
         keys = set(arch)

@@ -448,6 +448,12 @@ class NB201Space(SearchSpace):
     def __len__(self) -> int:
         return NUM_ARCHS
 
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments as plain data (``NB201Space(**space.config())``)."""
+        limits = self.constraints
+        return {**self.build_defaults, "constraints": None if limits == Constraints() else
+                {"max_params": limits.max_params, "max_layers": limits.max_layers}}
+
     # -- membership ------------------------------------------------------------------------
     def check(self, arch: Arch) -> None:
         if set(arch) != set(EDGE_LABELS):

@@ -62,3 +62,89 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.random.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def path_gradients(trainer: Any, loss: torch.Tensor, params: Sequence[torch.nn.Parameter]
+                   ) -> list[torch.Tensor | None]:
+    """Gradients of ``loss`` for a one-path step (ENAS, SPOS): None for parameters off the
+    path, the others averaged across ranks in one all-reduce (every rank runs the same
+    path, so the set of used parameters is the same)."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    used = [i for i, g in enumerate(grads) if g is not None]
+    averaged = average_gradients(trainer, [grads[i] for i in used])
+    out: list[torch.Tensor | None] = [None] * len(params)
+    for i, g in zip(used, averaged):
+        out[i] = g
+    return out
+
+
+def set_path_gradients(params: Sequence[torch.nn.Parameter],
+                       grads: Sequence[torch.Tensor | None]) -> None:
+    """``p.grad = g`` (None off the path: optimisers skip those parameters, so neither
+    weight decay nor momentum moves a weight the step did not use)."""
+    for p, g in zip(params, grads):
+        p.grad = None if g is None else g.detach().clone()
+
+
+# -- supernets in checkpoints -------------------------------------------------------------------
+def space_spec(space: Any) -> dict[str, Any]:
+    """``{"class_path", "init_args"}`` of a space with ``config()`` (rebuilt by
+    :func:`space_from_spec`)."""
+    return {"class_path": f"{type(space).__module__}.{type(space).__qualname__}",
+            "init_args": space.config()}
+
+
+def space_from_spec(spec: dict[str, Any]) -> Any:
+    """The space a checkpoint names. Only a :class:`~lightning_nas.spaces.base.SearchSpace`
+    subclass from lightning-nas or from a module already imported is built: a name in a
+    file never imports or calls anything else."""
+    import importlib
+    import sys
+
+    from lightning_nas.spaces.base import Constraints, SearchSpace
+
+    path = str(spec.get("class_path", ""))
+    module_name, _, name = path.rpartition(".")
+    if not module_name.startswith("lightning_nas.") and module_name not in sys.modules:
+        raise ValueError(f"the checkpoint names the space class {path!r}; only lightning-nas "
+                         "spaces or classes of modules already imported are rebuilt from a file")
+    cls = getattr(importlib.import_module(module_name), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, SearchSpace)):
+        raise ValueError(f"{path!r} in the checkpoint is not a search space class")
+    args = dict(spec.get("init_args") or {})
+    if isinstance(args.get("constraints"), dict):
+        args["constraints"] = Constraints(**args["constraints"])
+    return cls(**args)
+
+
+def supernet_meta(space: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """What a path strategy stores in ``checkpoint["lightning_nas"]["supernet_spec"]`` so
+    :func:`load_supernet` can rebuild its supernet without the strategy."""
+    return {"space": space_spec(space), "options": dict(options)}
+
+
+def load_supernet(path: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """``(space, supernet in eval mode on the CPU, the checkpoint without its state_dict)``
+    of a checkpoint of any one-shot strategy (SPOS, ENAS, DARTS, Once-for-All)."""
+    from lightning_nas.checkpoints import CheckpointError, load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    meta = checkpoint.get("lightning_nas") or {}
+    spec = meta.get("supernet_spec")
+    if spec is not None:
+        space = space_from_spec(spec["space"])
+        supernet = space.supernet(**spec["options"])
+    elif isinstance(meta.get("space"), dict) and isinstance(meta.get("supernet"), dict):
+        from lightning_nas.spaces.mobilenet import MobileNetV3Space  # Once-for-All
+
+        space = MobileNetV3Space(**meta["space"])
+        supernet = space.supernet(**meta["supernet"])
+    else:
+        raise CheckpointError(f"{path} holds no supernet (written by {meta.get('strategy')!r}); "
+                              "use a checkpoint of a one-shot strategy (SPOS, ENAS, DARTS, "
+                              "Once-for-All) from `lightning-nas fit`")
+    state = {k[len("supernet."):]: v for k, v in checkpoint["state_dict"].items()
+             if k.startswith("supernet.")}
+    supernet.load_state_dict(state)
+    rest = {k: v for k, v in checkpoint.items() if k != "state_dict"}
+    return space, supernet.eval(), rest

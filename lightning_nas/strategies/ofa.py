@@ -43,7 +43,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_nas.spaces.base import Arch, ArchError
+from lightning_nas.spaces.base import Arch, ArchError, SearchSpace
 from lightning_nas.spaces.mobilenet import MobileNetV3Network, MobileNetV3Space
 from lightning_nas.spaces.mobilenet_supernet import OFASupernet, recalibrate_bn, resize_to
 from lightning_nas.strategies.common import (
@@ -534,24 +534,27 @@ class OnceForAll(L.LightningModule):
 
 def load_supernet(path: str | Path) -> tuple[MobileNetV3Space, OFASupernet]:
     """The space and the trained supernet of an :class:`OnceForAll` checkpoint (CPU, eval)."""
-    from lightning_nas.checkpoints import load_checkpoint
+    from lightning_nas.checkpoints import CheckpointError
+    from lightning_nas.strategies.common import load_supernet as load_any
 
-    checkpoint = load_checkpoint(path)
-    meta = checkpoint.get("lightning_nas", {})
-    if "space" not in meta or "supernet" not in meta:
-        raise RuntimeError(f"{path} is not a Once-for-All checkpoint (no supernet metadata); "
-                           "use a checkpoint written by `lightning-nas fit` with OnceForAll")
-    space = MobileNetV3Space(**meta["space"])
-    supernet = OFASupernet(space, **meta["supernet"])
-    state = {k[len("supernet."):]: v for k, v in checkpoint["state_dict"].items()
-             if k.startswith("supernet.")}
-    supernet.load_state_dict(state)
-    return space, supernet.eval()
+    try:
+        space, supernet, _ = load_any(path)
+    except CheckpointError as err:
+        if "holds no supernet" not in str(err):
+            raise
+        supernet = None
+    if not isinstance(supernet, OFASupernet):
+        what = f"its supernet is a {type(supernet).__name__}" if supernet is not None else \
+            "no supernet metadata"
+        raise CheckpointError(f"{path} is not a Once-for-All checkpoint ({what}); use a "
+                              "checkpoint written by `lightning-nas fit` with OnceForAll")
+    return space, supernet
 
 
-def save_subnet(net: MobileNetV3Network, space: MobileNetV3Space, out_dir: str | Path,
+def save_subnet(net: nn.Module, space: SearchSpace, out_dir: str | Path,
                 **extra: Any) -> dict[str, Path]:
-    """Write an extracted subnet as ``arch.json`` + ``subnet.ckpt`` in ``out_dir``.
+    """Write an extracted standalone subnet (Once-for-All, NAS-Bench-201) as ``arch.json`` +
+    ``subnet.ckpt`` in ``out_dir``.
 
     ``subnet.ckpt`` has Lightning's ``state_dict`` layout with the ``net.`` prefix, so
     :class:`~lightning_nas.strategies.fixed.FixedArchitecture` takes it as ``init_from``
