@@ -65,3 +65,14 @@ class InterruptingEvaluator(Evaluator):
         if self.calls == self.interrupt_at:
             raise KeyboardInterrupt
         return {"accuracy": float(sum("conv" in str(op) for op in arch.values()))}
+
+
+class StopAfterEpoch(Callback):
+    """Stop the run cleanly after epoch ``epoch`` (the schedule still spans max_epochs)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch >= self.epoch:
+            trainer.should_stop = True

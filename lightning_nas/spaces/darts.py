@@ -561,11 +561,12 @@ class DartsSupernet(nn.Module):
         out: dict[str, Any] = {}
         for cell in CELL_TYPES:
             for node in range(2, 2 + self.steps):
-                for k in (0, 1):
-                    op, j = arch[cell][2 * (node - 2) + k]
+                edges = arch[cell][2 * (node - 2): 2 * (node - 1)]
+                for k, (_, j) in enumerate(edges):
                     out[f"{cell}.node{node}.input{k}"] = int(j)
+                for k, (op, _) in enumerate(edges):
                     out[f"{cell}.node{node}.op{k}"] = op
-        return out
+        return out  # in decision order
 
     def _check_path(self, arch: Arch) -> None:
         if arch.space != SPACE_NAME:

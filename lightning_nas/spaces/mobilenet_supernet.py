@@ -283,7 +283,8 @@ class OFASupernet(nn.Module):
         return self.space.validate(Arch(self.space.name, dict(choices)))
 
     def choices_of(self, arch: Arch) -> dict[str, Any]:
-        return dict(self.space.validate(arch))
+        self.space.validate(arch)
+        return {label: arch[label] for label, _ in self.space.decisions()}
 
     def forward_path(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
         """Logits of subnet ``arch``: makes it active and resizes ``x`` to its resolution."""

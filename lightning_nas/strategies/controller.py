@@ -16,8 +16,9 @@ Decision`) in order and samples them autoregressively with one LSTM layer:
 
 Logits are divided by ``temperature`` and squashed to ``tanh_constant * tanh(.)``, with the
 constant divided by ``op_tanh_reduce`` for op decisions (ENAS micro: 5.0, 1.10, 2.5). The
-caps keep the policy exploring: with them, a NAS-Bench-201 cell (six 5-way decisions) can
-never have a probability above 0.44^6.
+caps keep the policy exploring: with them an op's logits lie in [-0.44, 0.44], so one of
+NAS-Bench-201's 5-way decisions never exceeds probability 0.38 and a cell (six of them)
+never exceeds 0.38^6 = 0.003.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from lightning_nas.strategies.common import (
     rng_state,
     set_rng_state,
 )
+from lightning_nas.strategies.sync_bn import globalise_batchnorm
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -109,6 +110,9 @@ class DartsSearch(L.LightningModule):
             activations in backward (None: 2 * layers // 3, the large early cells; 0: none);
             trades time for memory.
         channels_last: DARTS space: NHWC activations (faster depthwise convs on CPU).
+        sync_batchnorm: under DDP, normalise with the statistics of all ranks' batches
+            (:class:`~lightning_nas.strategies.sync_bn.GlobalBatchNorm2d`), so a step equals
+            the single-process step on the ranks' batches together.
         seed: seeds the alphas and supernet initialisation (the strategy owns its RNG).
     """
 
@@ -131,6 +135,7 @@ class DartsSearch(L.LightningModule):
         loss: nn.Module | None = None,
         checkpoint_cells: int | None = None,
         channels_last: bool = True,
+        sync_batchnorm: bool = True,
         seed: int = 0,
     ):
         super().__init__()
@@ -197,6 +202,10 @@ class DartsSearch(L.LightningModule):
                 "alphas": {cell: w.tolist() for cell, w in self.mixing_weights().items()}}
 
     # ---------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.hparams.sync_batchnorm and self.trainer.world_size > 1:
+            globalise_batchnorm(self.supernet)
+
     def configure_optimizers(self):
         w_opt = self.weight_optimizer_factory(self.weights())
         a_opt = self.arch_optimizer_factory(self.alphas)

@@ -28,6 +28,7 @@ the single-process update on the ranks' batches together.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -53,6 +54,7 @@ from lightning_nas.strategies.common import (
     supernet_meta,
 )
 from lightning_nas.strategies.controller import Controller, reinforce_loss
+from lightning_nas.strategies.sync_bn import globalise_batchnorm
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 #: Salts of the sampling generators (weight steps, controller steps, evaluation draws).
@@ -113,6 +115,9 @@ class ENAS(L.LightningModule):
         final_samples: paths drawn after the last epoch to pick the final architecture.
         eval_batches: batches of the architecture half every such path is scored on.
         loss: training criterion (cross-entropy by default).
+        sync_batchnorm: under DDP, normalise with the statistics of all ranks' batches
+            (:class:`~lightning_nas.strategies.sync_bn.GlobalBatchNorm2d`), so a step equals
+            the single-process step on the ranks' batches together.
         seed: initialisation and every draw.
     """
 
@@ -141,6 +146,7 @@ class ENAS(L.LightningModule):
         final_samples: int = 100,
         eval_batches: int = 1,
         loss: nn.Module | None = None,
+        sync_batchnorm: bool = True,
         seed: int = 0,
     ):
         super().__init__()
@@ -178,6 +184,11 @@ class ENAS(L.LightningModule):
         self.best_arch: Arch = self._draw(_EVAL, -1, 0)[0]
         self.best_reward: float | None = None
         self._val: dict[str, float] = {}
+        self.sampled: deque[str] = deque(maxlen=10_000)  # paths of the last weight steps
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.sync_batchnorm and self.trainer.world_size > 1:
+            globalise_batchnorm(self.supernet)
 
     # -- sampling ---------------------------------------------------------------------------
     def _generator(self, *key: int) -> torch.Generator:
@@ -219,6 +230,7 @@ class ENAS(L.LightningModule):
         w_opt, c_opt = self.optimizers()
         x, y = batch["weights"]
         arch, _ = self._draw(_WEIGHTS, self.current_epoch, batch_idx)
+        self.sampled.append(self.space.to_string(arch))
         params = list(self.supernet.parameters())
         logits = self.supernet.forward_path(x, arch)
         loss = self.criterion(logits, y)

@@ -23,6 +23,7 @@ the constraints) on the validation split: ``val/acc`` is their mean accuracy,
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -46,6 +47,7 @@ from lightning_nas.strategies.common import (
     supernet_meta,
 )
 from lightning_nas.strategies.enas import path_options
+from lightning_nas.strategies.sync_bn import globalise_batchnorm
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 MetricHook = Callable[[Arch, Any], Mapping[str, Any]]
@@ -80,6 +82,8 @@ class SPOS(L.LightningModule):
             ``max_latency_ms``); a path outside them is drawn again.
         max_draws: draws per step before the constraints count as unsatisfiable.
         eval_paths: fixed paths scored each validation epoch.
+        sync_batchnorm: under DDP, normalise with the statistics of all ranks' batches
+            (:class:`~lightning_nas.strategies.sync_bn.GlobalBatchNorm2d`).
         seed: initialisation and every draw.
     """
 
@@ -99,6 +103,7 @@ class SPOS(L.LightningModule):
         constraints: Constraints | None = None,
         max_draws: int = 1000,
         eval_paths: int = 5,
+        sync_batchnorm: bool = True,
         seed: int = 0,
     ):
         super().__init__()
@@ -129,12 +134,15 @@ class SPOS(L.LightningModule):
         self.eval_archs: list[Arch] = []  # drawn in setup, once the data's shape is known
         self.best_arch: Arch | None = None
         self.rejected = 0  # draws rejected by the constraints in this process
+        self.sampled: deque[str] = deque(maxlen=10_000)  # paths of the last training steps
 
     def setup(self, stage: str) -> None:
         """Cost hooks without an input shape measure the data's ``(C, H, W)``; then the
         fixed evaluation paths are drawn."""
         from lightning_nas.search.evaluators import data_input_shape
 
+        if self.hparams.sync_batchnorm and self.trainer.world_size > 1:
+            globalise_batchnorm(self.supernet)
         shape = data_input_shape(getattr(self.trainer, "datamodule", None))
         for hook in self.metric_hooks:
             if getattr(hook, "input_shape", False) is None:
@@ -207,6 +215,7 @@ class SPOS(L.LightningModule):
         x, y = batch
         opt = self.optimizers()
         arch = self.draw(_TRAIN, self.global_step)
+        self.sampled.append(self.space.to_string(arch))
         params = list(self.supernet.parameters())
         loss = self.criterion(self.supernet.forward_path(x, arch), y)
         raise_if_not_finite("training loss", loss.detach(), epoch=self.current_epoch,
