@@ -97,6 +97,22 @@ def space_args(opts: argparse.Namespace) -> list[str]:
             "--space.init_args.cells_per_stage", str(opts.cells)]
 
 
+def cached(fn):
+    """Keep a finished run's result in ``<run>/result.json`` and reuse it (an interrupted
+    experiment continues with the runs it has not finished)."""
+    def wrapper(method: str, seed: int, *args: Any) -> dict[str, Any]:
+        out = args[-1]
+        path = out / "runs" / f"{method}_seed{seed}" / "result.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        result = fn(method, seed, *args)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        return result
+    return wrapper
+
+
+@cached
 def run_method(method: str, seed: int, opts: argparse.Namespace, out: Path) -> dict[str, Any]:
     run = out / "runs" / f"{method}_seed{seed}"
     logs = out / "logs"
@@ -142,6 +158,11 @@ def run_method(method: str, seed: int, opts: argparse.Namespace, out: Path) -> d
 
 def run_random(seed: int, seconds: float, opts: argparse.Namespace, out: Path
                ) -> dict[str, Any]:
+    return cached(_run_random)("random", seed, seconds, opts, out)
+
+
+def _run_random(method: str, seed: int, seconds: float, opts: argparse.Namespace, out: Path
+                ) -> dict[str, Any]:
     """Random search training each cell (NB201 network of the same size) for a few epochs on
     the same subset, for ``seconds`` of wall time; the best by validation accuracy."""
     run = out / "runs" / f"random_seed{seed}"
@@ -177,8 +198,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--per-class", type=int, default=500)
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--cells", type=int, default=1)
-    parser.add_argument("--darts-epochs", type=int, default=15)
-    parser.add_argument("--enas-epochs", type=int, default=30)
+    parser.add_argument("--darts-epochs", type=int, default=10)
+    parser.add_argument("--enas-epochs", type=int, default=20)
     parser.add_argument("--spos-epochs", type=int, default=30)
     parser.add_argument("--spos-population", type=int, default=20)
     parser.add_argument("--spos-candidates", type=int, default=100)

@@ -157,3 +157,13 @@ def test_no_args_warning_and_the_command_line_is_what_ran(tmp_path, recwarn):
     run_lightning_cli(args, run=False)
     assert not [w for w in recwarn if "args parameter is intended" in str(w.message)]
     assert sys.argv == before
+
+
+def test_a_strategy_seed_other_than_the_data_seed_runs(tmp_path):
+    """Lightning refused to log hyper-parameters when the strategy's and the data module's
+    `seed` differed ("Error while merging hparams"): a search with --model.init_args.seed 1
+    over the data split of seed 0 failed before its first step."""
+    main([*tiny_search_args(tmp_path), "--model.init_args.seed", "1", "--data.init_args.seed",
+          "0", "--trainer.max_epochs", "1"])
+    assert (tmp_path / "arch.json").is_file()
+    assert "seed: 1" in (tmp_path / "hparams.yaml").read_text()

@@ -157,3 +157,26 @@ def test_search_on_a_slice_of_the_real_cifar10_images(tmp_path):
     trainer(tmp_path, 1).fit(model, data)
     assert all(not torch.equal(a, s) for a, s in zip(model.alphas, start))
     DartsSpace().validate(Arch.load(tmp_path / "arch.json"))
+
+
+def test_darts_on_nb201_resumes_to_the_uninterrupted_search(tmp_path):
+    """DARTS through the supernet interface on NAS-Bench-201: one (6, 5) alpha matrix."""
+    from lightning_nas.spaces.nb201 import NB201Space
+
+    def model():
+        return DartsSearch(num_classes=4, in_channels=3, seed=1,
+                           space=NB201Space(channels=4, cells_per_stage=1, num_classes=4))
+
+    full = model()
+    assert [tuple(a.shape) for a in full.alphas] == [(6, 5)]
+    trainer(tmp_path / "full", 2).fit(full, tiny_data())
+    first = model()
+    trainer(tmp_path / "part", 2, callbacks=[
+        StopAfter(0), ModelCheckpoint(dirpath=tmp_path / "part" / "checkpoints", save_last=True,
+                                      save_top_k=1)]).fit(first, tiny_data())
+    resumed = model()
+    trainer(tmp_path / "part", 2).fit(resumed, tiny_data(),
+                                      ckpt_path=tmp_path / "part" / "checkpoints" / "last.ckpt")
+    assert torch.equal(resumed.alpha["cell"], full.alpha["cell"])
+    assert resumed.current_arch() == full.current_arch()
+    assert resumed.current_arch().space == "nb201"

@@ -21,6 +21,14 @@ def run_dir(trainer: L.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
+def default_export(trainer: L.Trainer) -> list[Callback]:
+    """A strategy's ``configure_callbacks``: an :class:`ArchExport` unless the trainer has
+    one already (a config may add its own with other settings)."""
+    if any(isinstance(c, ArchExport) for c in trainer.callbacks):
+        return []
+    return [ArchExport()]
+
+
 def _epoch_of(line: str) -> float:
     """The epoch of a history line; a line cut off by a kill (or blank) sorts after all."""
     try:

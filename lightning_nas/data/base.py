@@ -390,8 +390,10 @@ class ImageDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         # Records the init arguments of the whole subclass chain (saved in checkpoints as
-        # "datamodule_hyper_parameters").
-        self.save_hyperparameters()
+        # "datamodule_hyper_parameters"). Not sent to the loggers: Lightning refuses to merge
+        # them with the strategy's when a key differs, and the data's split seed and a
+        # strategy's seed are both called `seed` (config.yaml keeps both).
+        self.save_hyperparameters(logger=False)
         for attr in ("num_classes", "in_channels", "image_size"):
             if not isinstance(getattr(self, attr, None), int):
                 raise TypeError(f"{type(self).__name__} must set the int attribute {attr!r} "

@@ -64,6 +64,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def cosine_schedule(module: Any, optimizer: torch.optim.Optimizer, lr_min: float
+                    ) -> torch.optim.lr_scheduler.CosineAnnealingLR:
+    """Cosine learning-rate schedule to ``lr_min`` over the trainer's ``max_epochs`` (stepped
+    once per epoch by the strategy)."""
+    trainer = getattr(module, "_trainer", None)
+    epochs = max(1, trainer.max_epochs or 1) if trainer is not None else 1
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=lr_min)
+
+
+def checkpoint_record(module: Any, arch: Any, **extra: Any) -> dict[str, Any]:
+    """``checkpoint["lightning_nas"]`` of a strategy: its class, the architecture (dict and
+    string, for ``lightning-nas export``), the RNG states and ``extra``."""
+    return {"strategy": f"{type(module).__module__}.{type(module).__qualname__}",
+            "arch": arch.to_dict(), "string": module.space.to_string(arch), **extra,
+            "rng": rng_state()}
+
+
 def path_gradients(trainer: Any, loss: torch.Tensor, params: Sequence[torch.nn.Parameter]
                    ) -> list[torch.Tensor | None]:
     """Gradients of ``loss`` for a one-path step (ENAS, SPOS): None for parameters off the
@@ -115,6 +132,29 @@ def space_from_spec(spec: dict[str, Any]) -> Any:
     if isinstance(args.get("constraints"), dict):
         args["constraints"] = Constraints(**args["constraints"])
     return cls(**args)
+
+
+def supernet_options(space: Any, *, num_classes: int, in_channels: int,
+                     channels: int | None = None, layers: int | None = None,
+                     checkpoint_cells: int | None = None, channels_last: bool = False
+                     ) -> dict[str, Any]:
+    """Keyword arguments of ``space.supernet`` for a strategy: classes, channels; width
+    (``channels``) and, for the DARTS space, cells (``layers``), recomputation
+    (``checkpoint_cells``) and the memory layout (``channels_last``). None keeps the space's
+    supernet default."""
+    from lightning_nas.spaces.darts import DartsSpace
+
+    options: dict[str, Any] = {"num_classes": num_classes, "in_channels": in_channels}
+    if channels is not None:
+        options["channels"] = channels
+    if isinstance(space, DartsSpace):
+        options.update(checkpoint_cells=checkpoint_cells, channels_last=channels_last)
+        if layers is not None:
+            options["layers"] = layers
+    elif layers is not None:
+        raise ValueError(f"layers applies to the DARTS space's supernet; the {space.name!r} "
+                         "space sets its depth itself (NB201: space.init_args.cells_per_stage)")
+    return options
 
 
 def supernet_meta(space: Any, options: dict[str, Any]) -> dict[str, Any]:

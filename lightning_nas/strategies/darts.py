@@ -26,16 +26,19 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_nas.callbacks.export import ArchExport
+from lightning_nas.callbacks.export import default_export
 from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.spaces.darts import DartsSpace
 from lightning_nas.spaces.supernet import WeightedSupernet, supernet_of
 from lightning_nas.strategies.common import (
+    checkpoint_record,
+    cosine_schedule,
     assign_gradients,
     average_gradients,
     raise_if_not_finite,
-    rng_state,
     set_rng_state,
+    supernet_meta,
+    supernet_options,
 )
 from lightning_nas.strategies.sync_bn import globalise_batchnorm
 
@@ -50,28 +53,6 @@ def paper_weight_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.
 def paper_arch_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """Adam lr 3e-4, betas (0.5, 0.999), weight decay 1e-3 (DARTS Sec. 3.1.1)."""
     return torch.optim.Adam(params, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
-
-
-def build_weighted_supernet(space: SearchSpace, strategy: str, *, num_classes: int,
-                            in_channels: int, channels: int | None = None,
-                            layers: int | None = None, checkpoint_cells: int | None = None,
-                            channels_last: bool = True) -> WeightedSupernet:
-    """The weighted supernet of ``space`` for a differentiable strategy (DARTS, GDAS, ...).
-
-    ``channels`` / ``layers`` override the supernet's width and (DARTS space) number of
-    cells; ``checkpoint_cells`` and ``channels_last`` are options of the DARTS space's
-    supernet (see :class:`~lightning_nas.spaces.darts.DartsSupernet`)."""
-    options: dict[str, Any] = {"num_classes": num_classes, "in_channels": in_channels}
-    if channels is not None:
-        options["channels"] = channels
-    if isinstance(space, DartsSpace):
-        options.update(checkpoint_cells=checkpoint_cells, channels_last=channels_last)
-        if layers is not None:
-            options["layers"] = layers
-    elif layers is not None:
-        raise ValueError(f"layers applies to the DARTS space's supernet; the {space.name!r} "
-                         "space sets its depth itself (NB201: space.init_args.cells_per_stage)")
-    return supernet_of(space, weighted=True, strategy=strategy, **options)
 
 
 class DartsSearch(L.LightningModule):
@@ -163,10 +144,12 @@ class DartsSearch(L.LightningModule):
         self.criterion = loss or nn.CrossEntropyLoss()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.supernet = build_weighted_supernet(
-                self.space, "DARTS", num_classes=num_classes, in_channels=in_channels,
+            self.supernet_options = supernet_options(
+                self.space, num_classes=num_classes, in_channels=in_channels,
                 channels=channels, layers=layers, checkpoint_cells=checkpoint_cells,
                 channels_last=channels_last)
+            self.supernet: WeightedSupernet = supernet_of(
+                self.space, weighted=True, strategy="DARTS", **self.supernet_options)
             # one (num_edges, num_ops) matrix per cell type, N(0, 1e-3) as in the DARTS code
             self.alpha = nn.ParameterDict({
                 cell: nn.Parameter(1e-3 * torch.randn(shape))
@@ -209,15 +192,11 @@ class DartsSearch(L.LightningModule):
     def configure_optimizers(self):
         w_opt = self.weight_optimizer_factory(self.weights())
         a_opt = self.arch_optimizer_factory(self.alphas)
-        epochs = max(1, self.trainer.max_epochs or 1) if self._trainer is not None else 1
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=epochs,
-                                                              eta_min=self.hparams.lr_min)
+        schedule = cosine_schedule(self, w_opt, self.hparams.lr_min)
         return [w_opt, a_opt], [schedule]
 
     def configure_callbacks(self):
-        if any(isinstance(c, ArchExport) for c in self.trainer.callbacks):
-            return []
-        return [ArchExport()]
+        return default_export(self.trainer)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(x)
@@ -346,13 +325,9 @@ class DartsSearch(L.LightningModule):
 
     # ---------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        arch = self.current_arch()
-        checkpoint["lightning_nas"] = {
-            "strategy": f"{type(self).__module__}.{type(self).__qualname__}",
-            "arch": arch.to_dict(),
-            "string": self.space.to_string(arch),
-            "rng": rng_state(),
-        }
+        checkpoint["lightning_nas"] = checkpoint_record(
+            self, self.current_arch(),
+            supernet_spec=supernet_meta(self.space, self.supernet_options))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("lightning_nas", {})

@@ -38,20 +38,22 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_nas.callbacks.export import ArchExport
+from lightning_nas.callbacks.export import default_export
 from lightning_nas.data.base import mix_seed
 from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.spaces.darts import DartsSpace
 from lightning_nas.spaces.supernet import supernet_of
 from lightning_nas.strategies.common import (
+    checkpoint_record,
+    cosine_schedule,
     assign_gradients,
     average_gradients,
     path_gradients,
     raise_if_not_finite,
-    rng_state,
     set_path_gradients,
     set_rng_state,
     supernet_meta,
+    supernet_options,
 )
 from lightning_nas.strategies.controller import Controller, reinforce_loss
 from lightning_nas.strategies.sync_bn import globalise_batchnorm
@@ -69,22 +71,6 @@ def enas_weight_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.O
 def enas_controller_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """Adam lr 0.0035, beta1 0, epsilon 1e-3 (ENAS code's controller optimiser)."""
     return torch.optim.Adam(params, lr=0.0035, betas=(0.0, 0.999), eps=1e-3)
-
-
-def path_options(space: SearchSpace, *, num_classes: int, in_channels: int,
-                 channels: int | None, layers: int | None) -> dict[str, Any]:
-    """Supernet options of a path strategy: classes, channels, width and (DARTS) cells."""
-    options: dict[str, Any] = {"num_classes": num_classes, "in_channels": in_channels}
-    if channels is not None:
-        options["channels"] = channels
-    if isinstance(space, DartsSpace):
-        options.update(checkpoint_cells=0, channels_last=False)  # one op per edge: small
-        if layers is not None:
-            options["layers"] = layers
-    elif layers is not None:
-        raise ValueError(f"layers applies to the DARTS space's supernet; the {space.name!r} "
-                         "space sets its depth itself (NB201: space.init_args.cells_per_stage)")
-    return options
 
 
 class ENAS(L.LightningModule):
@@ -169,9 +155,10 @@ class ENAS(L.LightningModule):
         self.weight_optimizer_factory = weight_optimizer
         self.controller_optimizer_factory = controller_optimizer
         self.criterion = loss or nn.CrossEntropyLoss()
-        self.supernet_options = path_options(self.space, num_classes=num_classes,
-                                             in_channels=in_channels, channels=channels,
-                                             layers=layers)
+        # one op per edge: small activations, no recomputation, NCHW
+        self.supernet_options = supernet_options(self.space, num_classes=num_classes,
+                                                 in_channels=in_channels, channels=channels,
+                                                 layers=layers, checkpoint_cells=0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.supernet = supernet_of(self.space, strategy="ENAS", **self.supernet_options)
@@ -210,15 +197,11 @@ class ENAS(L.LightningModule):
     def configure_optimizers(self):
         w_opt = self.weight_optimizer_factory(self.supernet.parameters())
         c_opt = self.controller_optimizer_factory(self.controller.parameters())
-        epochs = max(1, self.trainer.max_epochs or 1) if self._trainer is not None else 1
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=epochs,
-                                                              eta_min=self.hparams.lr_min)
+        schedule = cosine_schedule(self, w_opt, self.hparams.lr_min)
         return [w_opt, c_opt], [schedule]
 
     def configure_callbacks(self):
-        if any(isinstance(c, ArchExport) for c in self.trainer.callbacks):
-            return []
-        return [ArchExport()]
+        return default_export(self.trainer)
 
     def _where(self) -> dict[str, int]:
         return {"epoch": self.current_epoch, "step": self.global_step}
@@ -348,14 +331,9 @@ class ENAS(L.LightningModule):
 
     # -- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lightning_nas"] = {
-            "strategy": f"{type(self).__module__}.{type(self).__qualname__}",
-            "arch": self.best_arch.to_dict(),
-            "string": self.space.to_string(self.best_arch),
-            "best_reward": self.best_reward,
-            "supernet_spec": supernet_meta(self.space, self.supernet_options),
-            "rng": rng_state(),
-        }
+        checkpoint["lightning_nas"] = checkpoint_record(
+            self, self.best_arch, best_reward=self.best_reward,
+            supernet_spec=supernet_meta(self.space, self.supernet_options))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("lightning_nas", {})
@@ -367,4 +345,4 @@ class ENAS(L.LightningModule):
         rank_zero_info(f"resuming ENAS from epoch {checkpoint.get('epoch')}")
 
 
-__all__ = ["ENAS", "enas_controller_optimizer", "enas_weight_optimizer", "path_options"]
+__all__ = ["ENAS", "enas_controller_optimizer", "enas_weight_optimizer"]

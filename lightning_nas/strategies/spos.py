@@ -32,21 +32,22 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from lightning_nas.callbacks.export import ArchExport
+from lightning_nas.callbacks.export import default_export
 from lightning_nas.data.base import mix_seed
 from lightning_nas.hardware.objective import Constraints
 from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.spaces.darts import DartsSpace
 from lightning_nas.spaces.supernet import supernet_of
 from lightning_nas.strategies.common import (
+    checkpoint_record,
+    cosine_schedule,
     path_gradients,
     raise_if_not_finite,
-    rng_state,
     set_path_gradients,
     set_rng_state,
     supernet_meta,
+    supernet_options,
 )
-from lightning_nas.strategies.enas import path_options
 from lightning_nas.strategies.sync_bn import globalise_batchnorm
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -124,9 +125,10 @@ class SPOS(L.LightningModule):
         self.constraints = constraints if constraints is not None and constraints.active \
             else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.supernet_options = path_options(self.space, num_classes=num_classes,
-                                             in_channels=in_channels, channels=channels,
-                                             layers=layers)
+        # one op per edge: small activations, no recomputation, NCHW
+        self.supernet_options = supernet_options(self.space, num_classes=num_classes,
+                                                 in_channels=in_channels, channels=channels,
+                                                 layers=layers, checkpoint_cells=0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.supernet = supernet_of(self.space, strategy="SPOS", **self.supernet_options)
@@ -198,15 +200,11 @@ class SPOS(L.LightningModule):
     # -- training ---------------------------------------------------------------------------
     def configure_optimizers(self):
         opt = self.weight_optimizer_factory(self.supernet.parameters())
-        epochs = max(1, self.trainer.max_epochs or 1) if self._trainer is not None else 1
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs,
-                                                              eta_min=self.hparams.lr_min)
+        schedule = cosine_schedule(self, opt, self.hparams.lr_min)
         return [opt], [schedule]
 
     def configure_callbacks(self):
-        if any(isinstance(c, ArchExport) for c in self.trainer.callbacks):
-            return []
-        return [ArchExport()]
+        return default_export(self.trainer)
 
     def training_step(self, batch, batch_idx: int) -> None:
         if isinstance(batch, Mapping):
@@ -263,14 +261,9 @@ class SPOS(L.LightningModule):
 
     # -- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lightning_nas"] = {
-            "strategy": f"{type(self).__module__}.{type(self).__qualname__}",
-            "arch": self.best_arch.to_dict(),
-            "string": self.space.to_string(self.best_arch),
-            "supernet_spec": supernet_meta(self.space, self.supernet_options),
-            "constraints": self.constraints.active if self.constraints else None,
-            "rng": rng_state(),
-        }
+        checkpoint["lightning_nas"] = checkpoint_record(
+            self, self.best_arch, supernet_spec=supernet_meta(self.space, self.supernet_options),
+            constraints=self.constraints.active if self.constraints else None)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("lightning_nas", {})
