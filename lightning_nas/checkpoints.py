@@ -74,8 +74,8 @@ def load_checkpoint(path: str | Path, *, what: str = "checkpoint",
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
         raise CheckpointError(
             f"cannot read {what} {str(path)!r} ({type(err).__name__}: {_first_line(err)}); "
-            "the file is truncated or not a torch checkpoint - " + (
-                advice or "use another one (e.g. from the run's checkpoints/ folder)")
+            "the file is truncated or not a torch checkpoint. " + (
+                advice or "Use another one (e.g. from the run's checkpoints/ folder)")
         ) from None
     if require_state_dict and (not isinstance(checkpoint, dict) or "state_dict" not in checkpoint):
         raise CheckpointError(f"{str(path)!r} is not a Lightning checkpoint (no 'state_dict')")

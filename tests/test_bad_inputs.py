@@ -290,8 +290,8 @@ CASES: list[Case] = [
         c, c.p("search"), "--resume", "true", config=NB201_REA), 1, r"sampler\.class_path was "),
     Case("search: corrupt state", lambda c: nb201_search(c, c.p("search_corrupt"), "--resume",
                                                          "true"), 1,
-         r"cannot read search state .*search_state\.pt.*truncated or not a torch checkpoint - "
-         r"the search can be replayed from its journal .*6 records\): delete"),
+         r"cannot read search state .*search_state\.pt.*truncated or not a torch checkpoint\. "
+         r"The search can be replayed from its journal .*6 records\): delete"),
     Case("search: crafted state", lambda c: nb201_search(c, c.p("search_crafted"), "--resume",
                                                          "true"), 1,
          r"refusing to load search state .*replayed from its journal"),

@@ -111,7 +111,7 @@ class Journal:
         ``--resume`` replays the whole search from the journal."""
         if not self.state_path.is_file():
             return None
-        replay = (f"the search can be replayed from its journal ({self.path}, "
+        replay = (f"The search can be replayed from its journal ({self.path}, "
                   f"{len(self.read())} records): delete {self.state_path} and resume again")
         state = load_checkpoint(self.state_path, what="search state", require_state_dict=False,
                                 advice=replay)

@@ -170,7 +170,7 @@ class ENAS(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.best_arch: Arch = self._draw(_EVAL, -1, 0)[0]
         self.best_reward: float | None = None
-        self._val: dict[str, float] = {}
+        self.last_phase: dict[str, float] = {}  # the last controller phase's means
         self.sampled: deque[str] = deque(maxlen=10_000)  # paths of the last weight steps
 
     def setup(self, stage: str) -> None:
@@ -191,7 +191,10 @@ class ENAS(L.LightningModule):
         return self.best_arch
 
     def arch_summary(self) -> dict[str, Any]:
-        return {"baseline": float(self.baseline), "best_reward": self.best_reward, **self._val}
+        """For history.jsonl: the baseline, the best path's reward and the last controller
+        phase's mean reward (fraction) and entropy (nats per path)."""
+        return {"baseline": float(self.baseline), "best_reward": self.best_reward,
+                **self.last_phase}
 
     # -- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self):
@@ -286,10 +289,10 @@ class ENAS(L.LightningModule):
             c_opt.zero_grad()
             assign_gradients(params, grads)
             c_opt.step()
-        self.log("controller/reward", sum(rewards) / len(rewards), on_step=False, on_epoch=True)
-        self.log("controller/entropy", sum(entropies) / len(entropies), on_step=False,
-                 on_epoch=True)  # nats per path; reward: fraction, mean of the phase
-        self.log("controller/baseline", float(self.baseline), on_step=False, on_epoch=True)
+        self.last_phase = {"reward": sum(rewards) / len(rewards),  # fraction
+                           "entropy": sum(entropies) / len(entropies)}  # nats per path
+        for key, value in (*self.last_phase.items(), ("baseline", float(self.baseline))):
+            self.log(f"controller/{key}", value, on_step=False, on_epoch=True)
 
     @torch.no_grad()
     def _select(self, n: int) -> None:
