@@ -1,7 +1,7 @@
-"""Every one-shot config of ENAS, SPOS and DARTS on NAS-Bench-201 / the DARTS space runs a few
-steps through `lightning-nas fit` (tiny supernets; CIFAR-10 configs on synthetic 32x32
-images, since the archive cannot be downloaded here), and the SPOS search configs run a few
-candidates on a checkpoint the digits config wrote."""
+"""Every one-shot config of ENAS, SPOS, DARTS, PC-DARTS and GDAS on NAS-Bench-201 / the DARTS
+space runs a few steps through `lightning-nas fit` (tiny supernets; CIFAR-10 configs on
+synthetic 32x32 images, since the archive cannot be downloaded here), and the SPOS search
+configs run a few candidates on a checkpoint the digits config wrote."""
 
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ FIT_CONFIGS = ["configs/darts/nb201_digits.yaml", "configs/darts/nb201_cifar10.y
                "configs/enas/nb201_digits.yaml", "configs/enas/nb201_cifar10.yaml",
                "configs/enas/darts_digits.yaml", "configs/enas/darts_cifar10.yaml",
                "configs/spos/nb201_digits.yaml", "configs/spos/nb201_cifar10.yaml",
-               "configs/spos/darts_digits.yaml"]
+               "configs/spos/darts_digits.yaml", "configs/pc_darts/nb201_digits.yaml",
+               "configs/pc_darts/nb201_cifar10.yaml", "configs/pc_darts/darts_digits.yaml",
+               "configs/pc_darts/darts_cifar10.yaml", "configs/gdas/nb201_digits.yaml",
+               "configs/gdas/nb201_cifar10.yaml", "configs/gdas/darts_digits.yaml",
+               "configs/gdas/darts_cifar10.yaml"]
 
 
 def fit_args(config: str, run: Path) -> list[str]:
@@ -27,11 +31,12 @@ def fit_args(config: str, run: Path) -> list[str]:
             "--trainer.logger.init_args.save_dir", str(run), "--trainer.enable_progress_bar",
             "false", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
             "--trainer.limit_val_batches", "1"]
+    channels = "8" if "partial_channels: 4" in text else "4"  # K must divide the channels
     if "NB201Space" in text:
-        args += ["--model.init_args.space.init_args.channels", "4",
+        args += ["--model.init_args.space.init_args.channels", channels,
                  "--model.init_args.space.init_args.cells_per_stage", "1"]
     else:
-        args += ["--model.init_args.channels", "4", "--model.init_args.layers", "3"]
+        args += ["--model.init_args.channels", channels, "--model.init_args.layers", "3"]
     if "strategies.enas.ENAS" in text:
         args += ["--model.init_args.controller_steps", "1", "--model.init_args.controller_aggregate",
                  "2", "--model.init_args.eval_samples", "1", "--model.init_args.final_samples",

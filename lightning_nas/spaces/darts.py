@@ -337,28 +337,54 @@ class MixedOp(nn.Module):
     The 'none' op contributes w_none * 0 = 0 to the output and nothing to any gradient, so
     it is not computed. The leading ReLU of the conv ops and of FactorizedReduce is applied
     once and shared. Pools are followed by a non-affine BN as in the DARTS code.
+
+    ``partial_channels`` K > 1 is PC-DARTS's partial channel connection (Xu et al., ICLR
+    2020, Sec. 3.1): the ops see the first C/K channels, the other channels bypass them
+    (max-pooled on a reduction edge), and the concatenation is channel-shuffled with K
+    groups.
     """
 
-    def __init__(self, c: int, stride: int, primitives: Sequence[str]):
+    def __init__(self, c: int, stride: int, primitives: Sequence[str],
+                 partial_channels: int = 1):
         super().__init__()
+        if partial_channels < 1 or c % partial_channels:
+            raise ValueError(f"partial_channels K={partial_channels} must divide the edge's "
+                             f"{c} channels (PC-DARTS: K=4 with 16, 32, 64 channels)")
+        self.stride = stride
+        self.partial = partial_channels
+        c_op = c // partial_channels
         self.index: list[int] = []
         self.preact: list[bool] = []
         self.ops = nn.ModuleList()
         for k, name in enumerate(primitives):
             if name == "none":
                 continue
-            op = _search_op(name, c, stride)
+            op = _search_op(name, c_op, stride)
             self.ops.append(op)
             self.index.append(k)
             self.preact.append(name.startswith(("sep_conv", "dil_conv"))
                                or (name == "skip_connect" and stride > 1))
         self.any_preact = any(self.preact)
+        self.bypass = nn.MaxPool2d(2, 2) if partial_channels > 1 and stride > 1 else None
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor,
                 active: Sequence[int] | None = None) -> torch.Tensor | None:
         """``x``: (B, C, H, W); ``weights``: (num_primitives,) softmax of this edge's alphas;
         ``active``: the primitive indices that run (default all; one path, GDAS). None when
         no op with an output runs (the edge adds nothing)."""
+        if self.partial == 1:
+            return self._mix(x, weights, active)
+        c_op = x.shape[1] // self.partial
+        part, rest = x[:, :c_op], x[:, c_op:]  # (B, C/K, H, W), (B, C - C/K, H, W)
+        if self.bypass is not None:
+            rest = self.bypass(rest)
+        out = self._mix(part, weights, active)
+        if out is None:
+            out = torch.zeros_like(rest[:, :c_op])
+        return channel_shuffle(torch.cat([out, rest], dim=1), self.partial)
+
+    def _mix(self, x: torch.Tensor, weights: torch.Tensor,
+             active: Sequence[int] | None) -> torch.Tensor | None:
         run = [(op, k, pre) for op, k, pre in zip(self.ops, self.index, self.preact)
                if active is None or k in active]
         relu_x = torch.relu(x) if any(pre for _, _, pre in run) else x
@@ -366,7 +392,21 @@ class MixedOp(nn.Module):
         for op, k, pre in run:
             term = weights[k] * op(relu_x if pre else x)
             out = term if out is None else out + term
+        if active is not None and weights.requires_grad:
+            # GDAS: the ops that do not run add their straight-through weight (0 in value),
+            # so every alpha of the edge gets a gradient (Dong & Yang 2019, Eq. 5, their code)
+            idle = [k for k in range(weights.shape[0]) if k not in active]
+            if idle:
+                if out is None:
+                    out = torch.zeros_like(x[:, :, ::self.stride, ::self.stride])
+                out = out + weights[idle].sum()
         return out
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, C, H, W) -> the channels of ``groups`` groups interleaved (ShuffleNet)."""
+    b, c, h, w = x.shape
+    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
 def _search_op(name: str, c: int, stride: int) -> nn.Module:
@@ -410,7 +450,7 @@ class SearchCell(nn.Module):
 
     def __init__(self, steps: int, multiplier: int, c_pp: int, c_p: int, c: int,
                  reduction: bool, reduction_prev: bool, primitives: Sequence[str],
-                 checkpoint_edges: bool = False):
+                 checkpoint_edges: bool = False, partial_channels: int = 1):
         super().__init__()
         self.reduction = reduction
         self.checkpoint_edges = checkpoint_edges
@@ -420,14 +460,17 @@ class SearchCell(nn.Module):
                      else ReLUConvBN(c_pp, c, 1, 1, 0, affine=False))
         self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False)
         self.edges = nn.ModuleList(
-            MixedOp(c, 2 if reduction and j < 2 else 1, primitives)
+            MixedOp(c, 2 if reduction and j < 2 else 1, primitives, partial_channels)
             for i in range(steps) for j in range(2 + i)
         )
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
-                active: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+                active: Sequence[Sequence[int]] | None = None,
+                edge_weights: torch.Tensor | None = None) -> torch.Tensor:
         """``weights``: (num_edges, num_primitives), rows are softmaxed alphas; ``active[e]``:
-        the primitive indices edge e runs (default all; empty: the edge is off the path)."""
+        the primitive indices edge e runs (default all; empty: the edge is off the path);
+        ``edge_weights``: (num_edges,) factors of the edges' outputs (PC-DARTS' edge
+        normalisation)."""
         states = [self.pre0(s0), self.pre1(s1)]
         offset = 0
         for _ in range(self.steps):
@@ -443,6 +486,8 @@ class SearchCell(nn.Module):
                 else:
                     term = edge(h, weights[e], ops)
                 if term is not None:
+                    if edge_weights is not None:
+                        term = edge_weights[e] * term
                     node = term if node is None else node + term
             offset += len(states)
             states.append(torch.zeros_like(states[1]) if node is None else node)
@@ -470,7 +515,8 @@ class DartsSupernet(nn.Module):
     def __init__(self, *, num_classes: int, channels: int = 16, layers: int = 8,
                  steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
                  in_channels: int = 3, primitives: Sequence[str] = PRIMITIVES,
-                 checkpoint_cells: int | None = None, channels_last: bool = True):
+                 checkpoint_cells: int | None = None, channels_last: bool = True,
+                 partial_channels: int = 1):
         super().__init__()
         if checkpoint_cells is None:
             checkpoint_cells = 2 * layers // 3
@@ -481,6 +527,7 @@ class DartsSupernet(nn.Module):
         if layers < 3:
             raise ValueError(f"a DARTS supernet needs at least 3 cells, got layers={layers}")
         self.primitives = tuple(primitives)
+        self.partial_channels = partial_channels
         self.steps = steps
         self.multiplier = multiplier
         self.num_edges = sum(2 + i for i in range(steps))
@@ -496,7 +543,8 @@ class DartsSupernet(nn.Module):
             if reduction:
                 c_curr *= 2
             cell = SearchCell(steps, multiplier, c_pp, c_p, c_curr, reduction, reduction_prev,
-                              self.primitives, checkpoint_edges=i < checkpoint_cells)
+                              self.primitives, checkpoint_edges=i < checkpoint_cells,
+                              partial_channels=partial_channels)
             self.cells.append(cell)
             reduction_prev = reduction
             c_pp, c_p = c_p, multiplier * c_curr
@@ -510,16 +558,19 @@ class DartsSupernet(nn.Module):
 
     def forward(self, x: torch.Tensor, weights_normal: torch.Tensor,
                 weights_reduce: torch.Tensor,
-                active: Mapping[str, Sequence[Sequence[int]]] | None = None) -> torch.Tensor:
+                active: Mapping[str, Sequence[Sequence[int]]] | None = None,
+                edge_weights: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits (B, num_classes); ``active`` (``{"normal": ..., "reduce": ...}``) restricts
-        each edge to the listed primitive indices (one path, GDAS)."""
+        each edge to the listed primitive indices (one path, GDAS); ``edge_weights`` scale
+        the edges' outputs per cell type (PC-DARTS)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"
             s0, s1 = s1, cell(s0, s1, weights_reduce if cell.reduction else weights_normal,
-                              None if active is None else active[kind])
+                              None if active is None else active[kind],
+                              None if edge_weights is None else edge_weights[kind])
         return self.classifier(self.pool(s1).flatten(1))
 
     # -- the supernet interface (lightning_nas.spaces.supernet) ------------------------------
@@ -584,10 +635,19 @@ class DartsSupernet(nn.Module):
     def alpha_shapes(self) -> dict[str, tuple[int, int]]:
         return {cell: (self.num_edges, len(self.primitives)) for cell in CELL_TYPES}
 
+    def edge_groups(self) -> dict[str, list[list[int]]]:
+        """Per cell type, the edge rows of each node's incoming edges (node 2, 3, ...)."""
+        groups, start = [], 0
+        for i in range(self.steps):
+            groups.append(list(range(start, start + 2 + i)))
+            start += 2 + i
+        return {cell: [list(g) for g in groups] for cell in CELL_TYPES}
+
     def forward_weighted(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor],
-                         active: Mapping[str, Sequence[Sequence[int]]] | None = None
+                         active: Mapping[str, Sequence[Sequence[int]]] | None = None,
+                         edge_weights: Mapping[str, torch.Tensor] | None = None
                          ) -> torch.Tensor:
-        return self(x, weights["normal"], weights["reduce"], active)
+        return self(x, weights["normal"], weights["reduce"], active, edge_weights)
 
     def path_weights(self, arch: Arch) -> tuple[dict[str, torch.Tensor],
                                                  dict[str, list[list[int]]]]:
@@ -610,8 +670,12 @@ class DartsSupernet(nn.Module):
         weights, active = self.path_weights(arch)
         return self.forward_weighted(x, weights, active)
 
-    def derive(self, weights: Mapping[str, torch.Tensor]) -> Arch:
-        """DARTS' discretisation of (softmaxed) weights: :func:`derive_genotype`."""
+    def derive(self, weights: Mapping[str, torch.Tensor],
+               edge_weights: Mapping[str, torch.Tensor] | None = None) -> Arch:
+        """DARTS' discretisation of (softmaxed) weights: :func:`derive_genotype`; with
+        ``edge_weights`` (PC-DARTS) each edge's row is scaled by its edge weight first."""
+        if edge_weights is not None:
+            weights = {c: weights[c] * edge_weights[c][:, None] for c in CELL_TYPES}
         return derive_genotype(weights["normal"], weights["reduce"], steps=self.steps,
                                multiplier=self.multiplier, primitives=self.primitives)
 

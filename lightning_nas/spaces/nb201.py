@@ -265,12 +265,22 @@ class NB201Network(_Body):
 # supernet (every edge a weighted mix of the 5 ops)
 # ---------------------------------------------------------------------------------------
 class NB201MixedOp(nn.Module):
-    """All 5 ops of one edge: ``sum_k w_k op_k(x)``; 'none' adds ``w * 0`` and is skipped."""
+    """All 5 ops of one edge: ``sum_k w_k op_k(x)``; 'none' adds ``w * 0`` and is skipped.
 
-    def __init__(self, c: int, affine: bool, track_running_stats: bool):
+    ``partial_channels`` K > 1: PC-DARTS's partial channels (the ops see C/K channels, the
+    rest bypasses them, then a channel shuffle with K groups)."""
+
+    def __init__(self, c: int, affine: bool, track_running_stats: bool,
+                 partial_channels: int = 1):
         super().__init__()
+        if partial_channels < 1 or c % partial_channels:
+            raise ValueError(f"partial_channels K={partial_channels} must divide the edge's "
+                             f"{c} channels")
+        self.partial = partial_channels
+        c_op = c // partial_channels
         self.ops = nn.ModuleDict(
-            (name, make_op(name, c, affine, track_running_stats)) for name in OPS if name != "none"
+            (name, make_op(name, c_op, affine, track_running_stats))
+            for name in OPS if name != "none"
         )
         self.index = [OPS.index(name) for name in self.ops]
 
@@ -279,26 +289,48 @@ class NB201MixedOp(nn.Module):
         """``x``: (B, C, H, W); ``weights``: (5,) in :data:`OPS` order; ``active``: the
         :data:`OPS` indices that run (default all). None when no op with an output runs
         (the edge adds nothing)."""
+        if self.partial == 1:
+            return self._mix(x, weights, active)
+        from lightning_nas.spaces.darts import channel_shuffle
+
+        c_op = x.shape[1] // self.partial
+        part, rest = x[:, :c_op], x[:, c_op:]
+        out = self._mix(part, weights, active)
+        if out is None:
+            out = torch.zeros_like(part)
+        return channel_shuffle(torch.cat([out, rest], dim=1), self.partial)
+
+    def _mix(self, x: torch.Tensor, weights: torch.Tensor,
+             active: Sequence[int] | None) -> torch.Tensor | None:
         out = None
         for k, op in zip(self.index, self.ops.values()):
             if active is not None and k not in active:
                 continue
             term = weights[k] * op(x)
             out = term if out is None else out + term
+        if active is not None and weights.requires_grad:
+            # GDAS: ops that do not run add their straight-through weight (0 in value), so
+            # every alpha of the edge gets a gradient
+            idle = [k for k in range(weights.shape[0]) if k not in active]
+            if idle:
+                out = (torch.zeros_like(x) if out is None else out) + weights[idle].sum()
         return out
 
 
 class NB201SearchCell(nn.Module):
-    def __init__(self, c: int, affine: bool, track_running_stats: bool):
+    def __init__(self, c: int, affine: bool, track_running_stats: bool,
+                 partial_channels: int = 1):
         super().__init__()
         self.edges = nn.ModuleList(
-            NB201MixedOp(c, affine, track_running_stats) for _ in EDGES
+            NB201MixedOp(c, affine, track_running_stats, partial_channels) for _ in EDGES
         )
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor,
-                active: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+                active: Sequence[Sequence[int]] | None = None,
+                edge_weights: torch.Tensor | None = None) -> torch.Tensor:
         """``weights``: (6, 5), row k for edge :data:`EDGES` ``[k]``; ``active[k]``: the op
-        indices edge k runs (default all). A node all of whose edges add nothing is zero."""
+        indices edge k runs (default all); ``edge_weights``: (6,) factors of the edges'
+        outputs (PC-DARTS). A node all of whose edges add nothing is zero."""
         nodes = [x]
         k = 0
         for j in range(1, NUM_NODES):
@@ -307,6 +339,8 @@ class NB201SearchCell(nn.Module):
                 term = self.edges[k](nodes[i], weights[k],
                                      None if active is None else active[k])
                 if term is not None:
+                    if edge_weights is not None:
+                        term = edge_weights[k] * term
                     total = term if total is None else total + term
                 k += 1
             nodes.append(torch.zeros_like(x) if total is None else total)
@@ -324,24 +358,30 @@ class NB201Supernet(_Body):
     """
 
     def __init__(self, *, num_classes: int = 10, channels: int = 16, cells_per_stage: int = 5,
-                 in_channels: int = 3, affine: bool = False, track_running_stats: bool = False):
-        super().__init__(lambda c: NB201SearchCell(c, affine, track_running_stats),
+                 in_channels: int = 3, affine: bool = False, track_running_stats: bool = False,
+                 partial_channels: int = 1):
+        super().__init__(lambda c: NB201SearchCell(c, affine, track_running_stats,
+                                                   partial_channels),
                          num_classes=num_classes, channels=channels,
                          cells_per_stage=cells_per_stage, in_channels=in_channels)
         self.build_options = {"num_classes": num_classes, "channels": channels,
                               "cells_per_stage": cells_per_stage, "in_channels": in_channels}
+        self.partial_channels = partial_channels
         self.space = NB201Space(**self.build_options)  # NB201Space.supernet sets its own
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor,
-                active: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+                active: Sequence[Sequence[int]] | None = None,
+                edge_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, num_classes) with every cell's edges mixed by ``weights`` (6, 5);
-        ``active[k]`` restricts edge k to those op indices (one path, GDAS)."""
+        ``active[k]`` restricts edge k to those op indices (one path, GDAS); ``edge_weights``
+        (6,) scale the edges' outputs (PC-DARTS)."""
         if weights.shape != (len(EDGES), len(OPS)):
             raise ValueError(f"weights must be ({len(EDGES)}, {len(OPS)}) (edges x ops), got "
                              f"{tuple(weights.shape)}")
         x = self.stem(x)
         for cell in self.cells:
-            x = cell(x, weights, active) if isinstance(cell, NB201SearchCell) else cell(x)
+            x = cell(x, weights, active, edge_weights) if isinstance(cell, NB201SearchCell) \
+                else cell(x)
         return self.classifier(self.global_pooling(self.lastact(x)).flatten(1))
 
     # -- the supernet interface (lightning_nas.spaces.supernet) ------------------------------
@@ -361,10 +401,17 @@ class NB201Supernet(_Body):
     def alpha_shapes(self) -> dict[str, tuple[int, int]]:
         return {"cell": (len(EDGES), len(OPS))}
 
+    def edge_groups(self) -> dict[str, list[list[int]]]:
+        """The edge rows into node 1, 2 and 3."""
+        return {"cell": [[k for k, (j, _) in enumerate(EDGES) if j == node]
+                         for node in range(1, NUM_NODES)]}
+
     def forward_weighted(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor],
-                         active: Mapping[str, Sequence[Sequence[int]]] | None = None
+                         active: Mapping[str, Sequence[Sequence[int]]] | None = None,
+                         edge_weights: Mapping[str, torch.Tensor] | None = None
                          ) -> torch.Tensor:
-        return self(x, weights["cell"], None if active is None else active["cell"])
+        return self(x, weights["cell"], None if active is None else active["cell"],
+                    None if edge_weights is None else edge_weights["cell"])
 
     def path_weights(self, arch: Arch) -> tuple[torch.Tensor, list[list[int]]]:
         """One-hot (6, 5) weights of ``arch`` and the op index each edge runs."""
@@ -377,14 +424,22 @@ class NB201Supernet(_Body):
         weights, active = self.path_weights(arch)
         return self(x, weights, active)
 
-    def derive(self, weights: Mapping[str, torch.Tensor]) -> Arch:
-        """The strongest op of every edge, 'none' included (as NAS-Bench-201's DARTS)."""
+    def derive(self, weights: Mapping[str, torch.Tensor],
+               edge_weights: Mapping[str, torch.Tensor] | None = None) -> Arch:
+        """The strongest op of every edge, 'none' included (as NAS-Bench-201's DARTS; every
+        edge stays, so edge weights do not change the choice)."""
         best = weights["cell"].detach().argmax(-1).tolist()
         return arch_from_ops([OPS[k] for k in best])
 
-    def subnet(self, arch: Arch) -> NB201Network:
+    def subnet(self, arch: Arch) -> nn.Module:
         """The standalone network of ``arch`` with this supernet's weights (its batch-norm
-        running statistics to be recalibrated; see :func:`extract_subnet`)."""
+        running statistics to be recalibrated; see :func:`extract_subnet`); with partial
+        channels the ops are narrower than a standalone network's, so the path inside a copy
+        of the supernet (:class:`~lightning_nas.spaces.supernet.PathNetwork`)."""
+        if self.partial_channels > 1:
+            from lightning_nas.spaces.supernet import PathNetwork
+
+            return PathNetwork(self, arch)
         return extract_subnet(self, arch)[0]
 
 

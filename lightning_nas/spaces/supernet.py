@@ -15,8 +15,11 @@ A supernet answers a few questions (:class:`Supernet`):
   (:meth:`~Supernet.forward_weighted`): one ``(edges, ops)`` matrix per cell type
   (:meth:`~Supernet.alpha_shapes`), either continuous (DARTS: every op runs, mixed by
   softmaxed alphas) or hard with a gradient path (GDAS: ``active`` names the op of each edge
-  that runs; the weights carry the straight-through gradient), and the discretisation of
-  such weights into an :class:`~lightning_nas.spaces.base.Arch` (:meth:`~Supernet.derive`);
+  that runs; the weights carry the straight-through gradient, and the ops that do not run
+  add their weight's zero so every alpha gets a gradient), optionally with a factor per edge
+  (PC-DARTS's edge normalisation over each node's incoming edges, ``edge_groups``), and the
+  discretisation of such weights into an :class:`~lightning_nas.spaces.base.Arch`
+  (:meth:`~Supernet.derive`). Both cell supernets take ``partial_channels`` (PC-DARTS);
 * **a network for one path** to evaluate inherited accuracy (:meth:`~Supernet.subnet`): a
   module whose batch-norm layers keep running statistics, to be recalibrated on training
   images before evaluation (SPOS, OFA).
@@ -86,11 +89,15 @@ class WeightedSupernet(Supernet, Protocol):
 
     def alpha_shapes(self) -> dict[str, tuple[int, int]]: ...
 
+    def edge_groups(self) -> dict[str, list[list[int]]]: ...
+
     def forward_weighted(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor],
-                         active: Mapping[str, Sequence[Sequence[int]]] | None = None
+                         active: Mapping[str, Sequence[Sequence[int]]] | None = None,
+                         edge_weights: Mapping[str, torch.Tensor] | None = None
                          ) -> torch.Tensor: ...
 
-    def derive(self, weights: Mapping[str, torch.Tensor]) -> Arch: ...
+    def derive(self, weights: Mapping[str, torch.Tensor],
+               edge_weights: Mapping[str, torch.Tensor] | None = None) -> Arch: ...
 
 
 def supernet_of(space: SearchSpace, *, weighted: bool = False, strategy: str = "this strategy",

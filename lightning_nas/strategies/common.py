@@ -136,17 +136,19 @@ def space_from_spec(spec: dict[str, Any]) -> Any:
 
 def supernet_options(space: Any, *, num_classes: int, in_channels: int,
                      channels: int | None = None, layers: int | None = None,
-                     checkpoint_cells: int | None = None, channels_last: bool = False
-                     ) -> dict[str, Any]:
+                     checkpoint_cells: int | None = None, channels_last: bool = False,
+                     partial_channels: int = 1) -> dict[str, Any]:
     """Keyword arguments of ``space.supernet`` for a strategy: classes, channels; width
-    (``channels``) and, for the DARTS space, cells (``layers``), recomputation
-    (``checkpoint_cells``) and the memory layout (``channels_last``). None keeps the space's
-    supernet default."""
+    (``channels``), PC-DARTS's ``partial_channels`` K (cell spaces) and, for the DARTS space,
+    cells (``layers``), recomputation (``checkpoint_cells``) and the memory layout
+    (``channels_last``). None keeps the space's supernet default."""
     from lightning_nas.spaces.darts import DartsSpace
 
     options: dict[str, Any] = {"num_classes": num_classes, "in_channels": in_channels}
     if channels is not None:
         options["channels"] = channels
+    if partial_channels != 1:
+        options["partial_channels"] = partial_channels
     if isinstance(space, DartsSpace):
         options.update(checkpoint_cells=checkpoint_cells, channels_last=channels_last)
         if layers is not None:

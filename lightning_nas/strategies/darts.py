@@ -33,9 +33,11 @@ from lightning_nas.spaces.supernet import WeightedSupernet, supernet_of
 from lightning_nas.strategies.common import (
     checkpoint_record,
     cosine_schedule,
+    path_gradients,
     assign_gradients,
     average_gradients,
     raise_if_not_finite,
+    set_path_gradients,
     set_rng_state,
     supernet_meta,
     supernet_options,
@@ -94,6 +96,8 @@ class DartsSearch(L.LightningModule):
         sync_batchnorm: under DDP, normalise with the statistics of all ranks' batches
             (:class:`~lightning_nas.strategies.sync_bn.GlobalBatchNorm2d`), so a step equals
             the single-process step on the ranks' batches together.
+        partial_channels: PC-DARTS's K: the mixed ops see 1/K of the channels (1: DARTS;
+            :class:`~lightning_nas.strategies.pc_darts.PCDarts` adds edge normalisation).
         seed: seeds the alphas and supernet initialisation (the strategy owns its RNG).
     """
 
@@ -117,6 +121,7 @@ class DartsSearch(L.LightningModule):
         checkpoint_cells: int | None = None,
         channels_last: bool = True,
         sync_batchnorm: bool = True,
+        partial_channels: int = 1,
         seed: int = 0,
     ):
         super().__init__()
@@ -147,7 +152,7 @@ class DartsSearch(L.LightningModule):
             self.supernet_options = supernet_options(
                 self.space, num_classes=num_classes, in_channels=in_channels,
                 channels=channels, layers=layers, checkpoint_cells=checkpoint_cells,
-                channels_last=channels_last)
+                channels_last=channels_last, partial_channels=partial_channels)
             self.supernet: WeightedSupernet = supernet_of(
                 self.space, weighted=True, strategy="DARTS", **self.supernet_options)
             # one (num_edges, num_ops) matrix per cell type, N(0, 1e-3) as in the DARTS code
@@ -279,12 +284,15 @@ class DartsSearch(L.LightningModule):
         raise_if_not_finite("training loss", loss.detach(), **self._where(),
                             advice="lower the weight learning rate (model.weight_optimizer) or "
                             "keep gradient clipping on (model.grad_clip)")
-        grads = average_gradients(self.trainer, torch.autograd.grad(loss, weights))
-        raise_if_not_finite("weight gradient", torch.cat([g.reshape(-1) for g in grads]),
+        # ops that did not run (GDAS samples one per edge) keep grad=None: no update for them
+        grads = path_gradients(self.trainer, loss, weights)
+        used = [g for g in grads if g is not None]
+        raise_if_not_finite("weight gradient", torch.cat([g.reshape(-1) for g in used]),
                             **self._where(), advice="lower the weight learning rate")
-        assign_gradients(weights, grads)
+        set_path_gradients(weights, grads)
         if self.hparams.grad_clip > 0:
-            nn.utils.clip_grad_norm_(weights, self.hparams.grad_clip)
+            nn.utils.clip_grad_norm_([w for w in weights if w.grad is not None],
+                                     self.hparams.grad_clip)
         w_opt.step()
         self.train_acc(logits.detach(), yw)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True,
