@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """One-shot search on NAS-Bench-201 with real CIFAR-10 images on a CPU: ENAS, SPOS (+
-regularized evolution over inherited accuracy) and first-order DARTS, each through the
+regularized evolution over inherited accuracy), first-order DARTS, PC-DARTS and GDAS (with
+``--methods``), each through the
 `lightning-nas` command, for several seeds; random search with a training evaluator at the
 same wall time; every found cell's CIFAR-10 (and CIFAR-100, ImageNet16-120) test accuracy
 looked up in the benchmark table (``../shared/data/nb201/nb201_accuracy.csv``).
@@ -121,6 +122,18 @@ def run_method(method: str, seed: int, opts: argparse.Namespace, out: Path) -> d
                                opts, search=True), logs / f"{method}_{seed}.log")
         return {"arch": json.loads((run / "arch.json").read_text())["string"],
                 "seconds": seconds}
+    if method == "pc_darts":
+        seconds = cli(fit_args("configs/pc_darts/nb201_cifar10.yaml", run, seed,
+                               opts.pc_darts_epochs, opts, search=True)
+                      + ["--model.init_args.warmup_epochs", str(opts.pc_darts_warmup)],
+                      logs / f"{method}_{seed}.log")
+        return {"arch": json.loads((run / "arch.json").read_text())["string"],
+                "seconds": seconds}
+    if method == "gdas":
+        seconds = cli(fit_args("configs/gdas/nb201_cifar10.yaml", run, seed, opts.gdas_epochs,
+                               opts, search=True), logs / f"{method}_{seed}.log")
+        return {"arch": json.loads((run / "arch.json").read_text())["string"],
+                "seconds": seconds}
     if method == "enas":
         seconds = cli(fit_args("configs/enas/nb201_cifar10.yaml", run, seed, opts.enas_epochs,
                                opts, search=True), logs / f"{method}_{seed}.log")
@@ -201,6 +214,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--darts-epochs", type=int, default=10)
     parser.add_argument("--enas-epochs", type=int, default=20)
     parser.add_argument("--spos-epochs", type=int, default=30)
+    parser.add_argument("--pc-darts-epochs", type=int, default=10)
+    parser.add_argument("--pc-darts-warmup", type=int, default=3,
+                        help="weight-only epochs (the paper: 15 of 50)")
+    parser.add_argument("--gdas-epochs", type=int, default=40)
+    parser.add_argument("--random-match", nargs="+", default=["darts", "enas", "spos"],
+                        help="random search gets the mean wall time of these methods")
     parser.add_argument("--spos-population", type=int, default=20)
     parser.add_argument("--spos-candidates", type=int, default=100)
     parser.add_argument("--random-epochs", type=int, default=3)
@@ -227,7 +246,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{res['arch']}", flush=True)
         if not opts.no_random:
             results["random"] = {}
-            matched = {s: statistics.fmean(results[m][s]["seconds"] for m in opts.methods)
+            match = [m for m in opts.random_match if m in results] or opts.methods
+            matched = {s: statistics.fmean(results[m][s]["seconds"] for m in match)
                        for s in opts.seeds}
             rfutures = {s: pool.submit(run_random, s, matched[s], opts, out) for s in opts.seeds}
             for seed, future in rfutures.items():
@@ -259,10 +279,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"SPOS/random {8 * opts.per_class} train + {2 * opts.per_class} validation), "
                 f"supernet {opts.channels} channels x {opts.cells} cell(s) per stage (benchmark: "
                 f"16 x 5), DARTS {opts.darts_epochs} / ENAS {opts.enas_epochs} / SPOS "
-                f"{opts.spos_epochs} epochs (benchmark: 50 / 250 / 250 on 25,000 + 25,000 "
-                f"images), SPOS evolution {opts.spos_candidates} candidates; random search "
-                f"trains each cell {opts.random_epochs} epochs for the mean wall time of the "
-                "one-shot searches of its seed. 1 thread per run, "
+                f"{opts.spos_epochs} / PC-DARTS {opts.pc_darts_epochs} (K=4, "
+                f"{opts.pc_darts_warmup} warm-up) / GDAS {opts.gdas_epochs} epochs (benchmark: "
+                "50 / 250 / 250 / - / 250 on 25,000 + 25,000 images), SPOS evolution "
+                f"{opts.spos_candidates} candidates; random search trains each cell "
+                f"{opts.random_epochs} epochs for the mean wall time of the "
+                f"{'/'.join(opts.random_match)} searches of its seed. 1 thread per run, "
                 f"{opts.parallel} runs at once.")
     if "spos" in results:
         spos = results["spos"].values()
