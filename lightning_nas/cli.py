@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from lightning_nas.checkpoints import CheckpointError, checkpoint_strategy, load_checkpoint
 from lightning_nas.run_folder import keep_csv_rows
@@ -28,6 +28,35 @@ from lightning_nas.spaces.base import Arch
 DEBUG_ENV = "LIGHTNING_NAS_DEBUG"
 #: Exit status after Ctrl-C (128 + SIGINT), as shells use.
 EXIT_INTERRUPTED = 130
+
+
+#: Lines of jsonargparse's union-validation reports that say nothing about the mistake.
+_PARSER_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes: [",
+                 "Errors:", "Given value type:", "- Expected a <class 'NoneType'>")
+
+
+def condense_parser_message(message: str) -> str:
+    """jsonargparse's report of a bad option without the union bookkeeping (subtypes, value
+    types, the NoneType alternative, dumps of the given namespace), keeping which key is
+    wrong and why."""
+    kept = []
+    for line in message.splitlines():
+        text = line.strip()
+        if text.startswith(_PARSER_NOISE):
+            continue
+        if text.startswith("Given value:") and ("NestedArg(" in text or "Namespace(" in text
+                                                 or len(text) > 120):
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
+class NASArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser whose error messages are condensed
+    (:func:`condense_parser_message`)."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        return super().error(condense_parser_message(message), ex)
 
 
 class RunConfigCallback(SaveConfigCallback):
@@ -131,6 +160,7 @@ def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> NASCLI
             L.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            parser_class=NASArgumentParser,
             save_config_callback=RunConfigCallback,
             save_config_kwargs={"overwrite": True},
             run=run,

@@ -112,8 +112,17 @@ class HardwareConstraint:
         return repr(self.constraints)
 
 
+class SearchArgumentParser(ArgumentParser):
+    """The search command's parser, with condensed error messages."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        from lightning_nas.cli import condense_parser_message
+
+        return super().error(condense_parser_message(message), ex)
+
+
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="lightning-nas search",
+    parser = SearchArgumentParser(prog="lightning-nas search",
                             description="Multi-trial architecture search (ask/tell sampler + "
                                         "evaluator), journaled to --run_dir.")
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file")
