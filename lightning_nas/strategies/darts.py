@@ -27,6 +27,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_nas.callbacks.export import default_export
+from lightning_nas.hardware.cell_latency import CellLatencyTable, LatencyLoss
 from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.spaces.darts import DartsSpace
 from lightning_nas.spaces.supernet import WeightedSupernet, supernet_of
@@ -98,6 +99,11 @@ class DartsSearch(L.LightningModule):
             the single-process step on the ranks' batches together.
         partial_channels: PC-DARTS's K: the mixed ops see 1/K of the channels (1: DARTS;
             :class:`~lightning_nas.strategies.pc_darts.PCDarts` adds edge normalisation).
+        latency: a latency term in the architecture loss
+            (:class:`~lightning_nas.hardware.cell_latency.LatencyLoss`: a per-op table of the
+            space's network on the target device, the target and the weight); the expected
+            latency of the current distribution joins the validation loss (first order), and
+            the derived architecture's table and measured latency are logged each epoch.
         seed: seeds the alphas and supernet initialisation (the strategy owns its RNG).
     """
 
@@ -122,6 +128,7 @@ class DartsSearch(L.LightningModule):
         channels_last: bool = True,
         sync_batchnorm: bool = True,
         partial_channels: int = 1,
+        latency: LatencyLoss | None = None,
         seed: int = 0,
     ):
         super().__init__()
@@ -140,7 +147,12 @@ class DartsSearch(L.LightningModule):
             raise ValueError(f"hessian_epsilon must be positive, got {hessian_epsilon}")
         if unrolled_lr is not None and unrolled_lr <= 0:
             raise ValueError(f"unrolled_lr must be positive or None, got {unrolled_lr}")
-        self.save_hyperparameters(ignore=["space", "loss", "weight_optimizer", "arch_optimizer"])
+        if latency is not None and order != 1:
+            raise ValueError("the latency term needs first-order DARTS (order: 1)")
+        self.save_hyperparameters(ignore=["space", "loss", "weight_optimizer", "arch_optimizer",
+                                          "latency"])
+        self.latency = latency
+        self.latency_table: CellLatencyTable | None = None  # loaded in setup (data shape)
         self.automatic_optimization = False
         self.space = space or DartsSpace()
         self.order = order
@@ -176,9 +188,17 @@ class DartsSearch(L.LightningModule):
         """Softmaxed alphas per cell type (the continuous relaxation, DARTS Eq. 2)."""
         return {cell: a.softmax(-1) for cell, a in self.alpha.items()}
 
+    def edge_weights(self) -> dict[str, torch.Tensor] | None:
+        """Factors of the edges' outputs (None: DARTS; PC-DARTS normalises betas)."""
+        return None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) of the supernet under the current alphas."""
         return self.supernet.forward_weighted(x, self.mixing_weights())
+
+    def expected_latency(self) -> torch.Tensor:
+        """ms per batch of the table's network under the current distribution."""
+        return self.latency_table.expected(self.mixing_weights(), self.edge_weights())
 
     def current_arch(self) -> Arch:
         """The discrete architecture of the current alphas (DARTS: top-2 edges per node)."""
@@ -193,6 +213,13 @@ class DartsSearch(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.hparams.sync_batchnorm and self.trainer.world_size > 1:
             globalise_batchnorm(self.supernet)
+        if self.latency is not None and self.latency_table is None:
+            from lightning_nas.search.evaluators import data_input_shape
+
+            self.latency_table = CellLatencyTable.load(
+                self.latency.table, self.space,
+                data_input_shape(getattr(self.trainer, "datamodule", None)),
+                device=self.latency.device)
 
     def configure_optimizers(self):
         w_opt = self.weight_optimizer_factory(self.weights())
@@ -214,6 +241,10 @@ class DartsSearch(L.LightningModule):
         """Gradient of the architecture objective w.r.t. the alphas, and the val loss."""
         if self.order == 1:
             loss, _ = self._loss(xa, ya)
+            if self.latency_table is not None:
+                expected = self.expected_latency()
+                loss = self.latency.combine(loss, expected)
+                self.log("latency/expected_ms", expected.detach(), on_step=False, on_epoch=True)
             return list(torch.autograd.grad(loss, self.alphas)), loss.detach()
         return self._unrolled_gradients(xw, yw, xa, ya, w_opt)
 
@@ -303,6 +334,8 @@ class DartsSearch(L.LightningModule):
         schedule = self.lr_schedulers()
         self.log("lr", schedule.get_last_lr()[0], sync_dist=False)
         schedule.step()
+        if self.latency_table is not None:
+            self._log_latency()
         # The full softmaxed alphas (2 x edges x ops scalars) go straight to the loggers, not
         # into callback_metrics: that dict travels back through a pipe under ddp_spawn.
         alphas = {}
@@ -316,6 +349,20 @@ class DartsSearch(L.LightningModule):
         alphas["epoch"] = self.current_epoch  # as Lightning adds to its own rows (resume)
         for logger in self.loggers:
             logger.log_metrics(alphas, step=self.global_step)
+
+    def _log_latency(self) -> None:
+        """The derived architecture's latency: table prediction and a measurement of its
+        network with the table's settings (ms per batch)."""
+        from lightning_nas.hardware.latency import measure_latency
+
+        table, arch = self.latency_table, self.current_arch()
+        meta = table.metadata
+        measured = measure_latency(self.space.build(arch), table.input_shape,
+                                   device=str(meta.get("device", "cpu")),
+                                   batch_size=int(meta.get("batch_size", 1)), warmup=5,
+                                   repeats=20, num_threads=meta.get("num_threads"))
+        self.log("latency/table_ms", table.predict(arch))
+        self.log("latency/measured_ms", measured.median_ms)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch

@@ -40,6 +40,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_nas.callbacks.export import default_export
 from lightning_nas.data.base import mix_seed
+from lightning_nas.hardware.cell_latency import LatencyLoss
 from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.spaces.darts import DartsSpace
 from lightning_nas.spaces.supernet import supernet_of
@@ -104,6 +105,9 @@ class ENAS(L.LightningModule):
         sync_batchnorm: under DDP, normalise with the statistics of all ranks' batches
             (:class:`~lightning_nas.strategies.sync_bn.GlobalBatchNorm2d`), so a step equals
             the single-process step on the ranks' batches together.
+        latency: a latency term in the reward (MnasNet-style ``ACC * (LAT/T)^-w`` or
+            ``ACC - w LAT/T``, :class:`~lightning_nas.hardware.cell_latency.LatencyLoss`), the
+            path's latency from the per-op table of the cell space.
         seed: initialisation and every draw.
     """
 
@@ -133,6 +137,7 @@ class ENAS(L.LightningModule):
         eval_batches: int = 1,
         loss: nn.Module | None = None,
         sync_batchnorm: bool = True,
+        latency: LatencyLoss | None = None,
         seed: int = 0,
     ):
         super().__init__()
@@ -149,7 +154,9 @@ class ENAS(L.LightningModule):
         if controller_batch_size is not None and controller_batch_size < 1:
             raise ValueError(f"controller_batch_size must be >= 1, got {controller_batch_size}")
         self.save_hyperparameters(ignore=["space", "loss", "weight_optimizer",
-                                          "controller_optimizer"])
+                                          "controller_optimizer", "latency"])
+        self.latency = latency
+        self.latency_table = None  # loaded in setup, once the data's shape is known
         self.automatic_optimization = False
         self.space = space or DartsSpace()
         self.weight_optimizer_factory = weight_optimizer
@@ -176,6 +183,21 @@ class ENAS(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.hparams.sync_batchnorm and self.trainer.world_size > 1:
             globalise_batchnorm(self.supernet)
+        if self.latency is not None and self.latency_table is None:
+            from lightning_nas.hardware.cell_latency import CellLatencyTable
+            from lightning_nas.search.evaluators import data_input_shape
+
+            self.latency_table = CellLatencyTable.load(
+                self.latency.table, self.space,
+                data_input_shape(getattr(self.trainer, "datamodule", None)),
+                device=self.latency.device)
+
+    def _reward(self, arch: Arch, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """The path's accuracy on ``batches``, with the latency term when configured."""
+        accuracy = self._accuracy(arch, batches)
+        if self.latency_table is None:
+            return accuracy
+        return self.latency.reward(accuracy, self.latency_table.predict(arch))
 
     # -- sampling ---------------------------------------------------------------------------
     def _generator(self, *key: int) -> torch.Generator:
@@ -273,7 +295,7 @@ class ENAS(L.LightningModule):
             for k in range(hp.controller_aggregate):
                 arch, sampled = self._draw(_CONTROLLER, self.current_epoch,
                                            step * hp.controller_aggregate + k)
-                reward = self._accuracy(arch, [next(batches)])
+                reward = self._reward(arch, [next(batches)])
                 # ENAS: the baseline moves first, then the advantage uses it
                 self.baseline.mul_(hp.baseline_decay).add_((1 - hp.baseline_decay) * reward)
                 loss = reinforce_loss(sampled, reward - float(self.baseline), hp.entropy_weight)
@@ -302,7 +324,7 @@ class ENAS(L.LightningModule):
         best, best_reward = None, -math.inf
         for j in range(n):
             arch, _ = self._draw(_EVAL, self.current_epoch, j)
-            reward = self._accuracy(arch, batches)
+            reward = self._reward(arch, batches)
             if reward > best_reward:
                 best, best_reward = arch, reward
         self.best_arch, self.best_reward = best, best_reward

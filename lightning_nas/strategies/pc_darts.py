@@ -57,7 +57,8 @@ class PCDarts(DartsSearch):
         return [*self.alpha.values(), *betas]
 
     def edge_weights(self) -> dict[str, torch.Tensor] | None:
-        """``softmax(beta)`` within each node's incoming edges, (num_edges,) per cell type."""
+        """``softmax(beta)`` within each node's incoming edges, (num_edges,) per cell type
+        (None without edge normalisation)."""
         if not self.edge_normalization:
             return None
         out = {}
