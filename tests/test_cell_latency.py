@@ -158,3 +158,25 @@ def test_cli_builds_a_table(tmp_path, capsys):
                   "--rounds", "1", "--calibrate", "3", "--out", str(tmp_path / "t.json")])
     assert (tmp_path / "t.json").is_file() and len(table.entries) == 16
     assert "16 entries" in capsys.readouterr().out
+
+
+def test_latency_config_runs_a_few_steps(tmp_path):
+    """configs/darts/digits_latency.yaml with a table of its space (FLOP clock)."""
+    from pathlib import Path
+
+    from lightning_nas.cli import main as cli_main
+
+    root = Path(__file__).resolve().parents[1]
+    space = DartsSpace(channels=16, layers=5, in_channels=1)
+    table = CellLatencyTable.build(space, (1, 8, 8), warmup=0, repeats=1, rounds=1,
+                                   calibrate=3, measure=flop_measure).save(tmp_path / "t.json")
+    run = tmp_path / "run"
+    cli_main(["fit", "--config", str(root / "configs/darts/digits_latency.yaml"),
+              "--model.init_args.latency.table", str(table), "--trainer.default_root_dir",
+              str(run), "--trainer.logger.init_args.save_dir", str(run),
+              "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1",
+              "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+              "--model.init_args.channels", "4", "--model.init_args.layers", "3",
+              "--model.init_args.warmup_epochs", "0"])
+    text = (run / "metrics.csv").read_text()
+    assert "latency/table_ms" in text and "latency/measured_ms" in text
