@@ -12,6 +12,7 @@ Python given with ``--nni-python`` (a venv with nni==3.0, see scripts/README.md)
 
     python scripts/bench_darts.py --nni-python /work/nni-venv/bin/python --steps 5
     python scripts/bench_darts.py --configs first second --steps 3   # ours only
+    python scripts/bench_darts.py --configs first pc-darts gdas --steps 3
 
 Prints a Markdown table and writes JSON (``--out``): median seconds per step over the
 steps after warm-up with min/max, peak RSS in GB, and the ratios NNI / ours.
@@ -32,13 +33,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: name -> DartsSearch keyword arguments
+#: name -> keyword arguments of the strategy (DartsSearch unless "strategy" names another)
 CONFIGS = {
     "first": {"order": 1},
     "second": {"order": 2},
     "first-no-recompute": {"order": 1, "checkpoint_cells": 0},
     "first-recompute-all": {"order": 1, "checkpoint_cells": 8},
     "first-nchw": {"order": 1, "channels_last": False, "checkpoint_cells": 0},
+    "pc-darts": {"strategy": "pc_darts", "partial_channels": 4},  # the paper's K on CIFAR
+    "gdas": {"strategy": "gdas"},
 }
 
 
@@ -57,6 +60,8 @@ def worker(name: str, steps: int, warmup: int, threads: int, batch: int) -> dict
 
     from lightning_nas.data import SyntheticDataModule
     from lightning_nas.strategies.darts import DartsSearch
+    from lightning_nas.strategies.gdas import GDAS
+    from lightning_nas.strategies.pc_darts import PCDarts
 
     torch.set_num_threads(threads)
     times: list[float] = []
@@ -73,8 +78,10 @@ def worker(name: str, steps: int, warmup: int, threads: int, batch: int) -> dict
     data = SyntheticDataModule(num_classes=10, in_channels=3, image_size=32,
                                train_size=2 * batch * total, test_size=batch, batch_size=batch,
                                search=True, crop_padding=4, hflip=True, seed=0)
-    model = DartsSearch(num_classes=10, in_channels=3, channels=16, layers=8,
-                        **CONFIGS[name])
+    kwargs = dict(CONFIGS[name])
+    strategy = {"pc_darts": PCDarts, "gdas": GDAS}.get(kwargs.pop("strategy", None),
+                                                       DartsSearch)
+    model = strategy(num_classes=10, in_channels=3, channels=16, layers=8, **kwargs)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=total,
                         limit_val_batches=0, num_sanity_val_steps=0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
