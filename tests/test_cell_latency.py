@@ -180,3 +180,23 @@ def test_latency_config_runs_a_few_steps(tmp_path):
               "--model.init_args.warmup_epochs", "0"])
     text = (run / "metrics.csv").read_text()
     assert "latency/table_ms" in text and "latency/measured_ms" in text
+
+
+def test_spos_trains_only_paths_within_a_table_latency_limit(tmp_path, tables):
+    from lightning_nas.hardware.objective import Constraints
+    from lightning_nas.strategies.spos import SPOS
+
+    space = spaces()["nb201"]
+    path = tables["nb201"].save(tmp_path / "t.json")
+    hook = CellLatencyHook(str(path), space, SHAPE)
+    rng = random.Random(0)
+    limit = sorted(hook(space.sample(rng))["latency_ms"] for _ in range(40))[20]  # ~median
+    model = SPOS(num_classes=4, in_channels=3, space=space, metric_hooks=[hook],
+                 constraints=Constraints(max_latency_ms=limit), eval_paths=2, seed=0)
+    data = SyntheticDataModule(num_classes=4, in_channels=3, image_size=8, train_size=40,
+                               test_size=8, batch_size=8, seed=0, val_fraction=0.2)
+    L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+              enable_checkpointing=False, limit_val_batches=1).fit(model, data)
+    trained = [space.parse(s) for s in model.sampled]
+    assert trained and all(hook(a)["latency_ms"] <= limit for a in trained)
+    assert model.rejected > 0
