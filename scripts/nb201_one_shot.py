@@ -98,6 +98,13 @@ def space_args(opts: argparse.Namespace) -> list[str]:
             "--space.init_args.cells_per_stage", str(opts.cells)]
 
 
+#: methods that are one `lightning-nas fit` on the search halves: (config, epochs option)
+FIT_ONLY = {"darts": ("configs/darts/nb201_cifar10.yaml", "darts_epochs"),
+            "enas": ("configs/enas/nb201_cifar10.yaml", "enas_epochs"),
+            "pc_darts": ("configs/pc_darts/nb201_cifar10.yaml", "pc_darts_epochs"),
+            "gdas": ("configs/gdas/nb201_cifar10.yaml", "gdas_epochs")}
+
+
 def cached(fn):
     """Keep a finished run's result in ``<run>/result.json`` and reuse it (an interrupted
     experiment continues with the runs it has not finished)."""
@@ -117,26 +124,12 @@ def cached(fn):
 def run_method(method: str, seed: int, opts: argparse.Namespace, out: Path) -> dict[str, Any]:
     run = out / "runs" / f"{method}_seed{seed}"
     logs = out / "logs"
-    if method == "darts":
-        seconds = cli(fit_args("configs/darts/nb201_cifar10.yaml", run, seed, opts.darts_epochs,
-                               opts, search=True), logs / f"{method}_{seed}.log")
-        return {"arch": json.loads((run / "arch.json").read_text())["string"],
-                "seconds": seconds}
-    if method == "pc_darts":
-        seconds = cli(fit_args("configs/pc_darts/nb201_cifar10.yaml", run, seed,
-                               opts.pc_darts_epochs, opts, search=True)
-                      + ["--model.init_args.warmup_epochs", str(opts.pc_darts_warmup)],
-                      logs / f"{method}_{seed}.log")
-        return {"arch": json.loads((run / "arch.json").read_text())["string"],
-                "seconds": seconds}
-    if method == "gdas":
-        seconds = cli(fit_args("configs/gdas/nb201_cifar10.yaml", run, seed, opts.gdas_epochs,
-                               opts, search=True), logs / f"{method}_{seed}.log")
-        return {"arch": json.loads((run / "arch.json").read_text())["string"],
-                "seconds": seconds}
-    if method == "enas":
-        seconds = cli(fit_args("configs/enas/nb201_cifar10.yaml", run, seed, opts.enas_epochs,
-                               opts, search=True), logs / f"{method}_{seed}.log")
+    if method in FIT_ONLY:
+        config, epochs_attr = FIT_ONLY[method]
+        args = fit_args(config, run, seed, getattr(opts, epochs_attr), opts, search=True)
+        if method == "pc_darts":
+            args += ["--model.init_args.warmup_epochs", str(opts.pc_darts_warmup)]
+        seconds = cli(args, logs / f"{method}_{seed}.log")
         return {"arch": json.loads((run / "arch.json").read_text())["string"],
                 "seconds": seconds}
     if method == "spos":

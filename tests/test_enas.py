@@ -11,10 +11,11 @@ import lightning as L
 import pytest
 import torch
 from fault_helpers import StopAfterEpoch
+from space_helpers import PlainSpace
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_nas.data import SyntheticDataModule
-from lightning_nas.spaces.base import Arch, SearchSpace
+from lightning_nas.spaces.base import Arch
 from lightning_nas.spaces.mobilenet import MobileNetV3Space
 from lightning_nas.spaces.nb201 import NB201Space
 from lightning_nas.spaces.supernet import Decision, NoSupernetError
@@ -192,30 +193,6 @@ def test_enas_runs_on_the_mobilenet_space():
               enable_checkpointing=False, enable_model_summary=False, limit_val_batches=1
               ).fit(model, tiny_data())
     space.validate(model.current_arch())
-
-
-class PlainSpace(SearchSpace):
-    """A space with no supernet (only the abstract methods)."""
-
-    name = "plain"
-
-    def sample(self, rng):
-        return Arch("plain", {"a": 1})
-
-    def mutate(self, arch, rng):
-        return arch
-
-    def check(self, arch):
-        pass
-
-    def to_string(self, arch):
-        return "a"
-
-    def parse(self, text):
-        return Arch("plain", {"a": 1})
-
-    def build(self, arch, **kwargs):
-        return torch.nn.Identity()
 
 
 def test_a_space_without_a_supernet_cannot_be_searched():

@@ -10,9 +10,10 @@ from collections import Counter
 import pytest
 import torch
 from ofa_helpers import tiny_space
+from space_helpers import PlainSpace
 from torch import nn
 
-from lightning_nas.spaces.base import Arch, ArchError, SearchSpace
+from lightning_nas.spaces.base import ArchError
 from lightning_nas.spaces.darts import DartsSpace
 from lightning_nas.spaces.nb201 import OPS, NB201Space, arch_from_ops
 from lightning_nas.spaces.supernet import (
@@ -121,29 +122,8 @@ def test_derive_nb201_takes_the_strongest_op_none_included():
 
 
 def test_a_space_without_a_supernet_is_a_clear_error():
-    class Plain(SearchSpace):
-        name = "plain"
-
-        def sample(self, rng):
-            return Arch("plain", {"a": 1})
-
-        def mutate(self, arch, rng):
-            return arch
-
-        def check(self, arch):
-            pass
-
-        def to_string(self, arch):
-            return "a"
-
-        def parse(self, text):
-            return Arch("plain", {"a": 1})
-
-        def build(self, arch, **kwargs):
-            return nn.Identity()
-
     with pytest.raises(NoSupernetError, match="'plain' space has no weight-sharing supernet"):
-        supernet_of(Plain(), strategy="ENAS")
+        supernet_of(PlainSpace(), strategy="ENAS")
     with pytest.raises(NoSupernetError, match="no weights per decision.*DARTS cannot"):
         supernet_of(tiny_space(), weighted=True, strategy="DARTS")
     assert not isinstance(supernets()["mobilenet"][1], WeightedSupernet)

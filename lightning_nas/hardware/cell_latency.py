@@ -486,6 +486,19 @@ class LatencyLoss:
         return accuracy - self.weight * ratio
 
 
+def table_for_training(latency: LatencyLoss | None, space: SearchSpace, trainer: Any
+                       ) -> CellLatencyTable | None:
+    """A strategy's latency table, checked against its space, the trainer's data shape and
+    the configured device (None without a latency term)."""
+    if latency is None:
+        return None
+    from lightning_nas.search.evaluators import data_input_shape
+
+    return CellLatencyTable.load(latency.table, space,
+                                 data_input_shape(getattr(trainer, "datamodule", None)),
+                                 device=latency.device)
+
+
 class CellLatencyHook:
     """Metric hook ``(arch, network) -> {"latency_ms": table prediction}`` for multi-trial
     search and SPOS's constraints (no network is built: ``needs_network = False``)."""
@@ -502,7 +515,7 @@ class CellLatencyHook:
 
 
 __all__ = ["CellLatencyHook", "CellLatencyTable", "LatencyLoss", "Part", "enumerate_parts",
-           "space_record"]
+           "space_record", "table_for_training"]
 
 
 def main(argv: Sequence[str] | None = None) -> CellLatencyTable:

@@ -40,7 +40,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_nas.callbacks.export import default_export
 from lightning_nas.data.base import mix_seed
-from lightning_nas.hardware.cell_latency import LatencyLoss
+from lightning_nas.hardware.cell_latency import LatencyLoss, table_for_training
 from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.spaces.darts import DartsSpace
 from lightning_nas.spaces.supernet import supernet_of
@@ -183,14 +183,8 @@ class ENAS(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.hparams.sync_batchnorm and self.trainer.world_size > 1:
             globalise_batchnorm(self.supernet)
-        if self.latency is not None and self.latency_table is None:
-            from lightning_nas.hardware.cell_latency import CellLatencyTable
-            from lightning_nas.search.evaluators import data_input_shape
-
-            self.latency_table = CellLatencyTable.load(
-                self.latency.table, self.space,
-                data_input_shape(getattr(self.trainer, "datamodule", None)),
-                device=self.latency.device)
+        if self.latency_table is None:
+            self.latency_table = table_for_training(self.latency, self.space, self.trainer)
 
     def _reward(self, arch: Arch, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
         """The path's accuracy on ``batches``, with the latency term when configured."""
