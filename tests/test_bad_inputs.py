@@ -388,13 +388,17 @@ def _table() -> None:  # pragma: no cover - `python tests/test_bad_inputs.py`
                     code = 0
                 except SystemExit as exit_:
                     code = exit_.code if isinstance(exit_.code, int) else 1
-            lines = [ln for ln in err.getvalue().splitlines() if ln.strip()
-                     and not ln.startswith(("(set LIGHTNING_NAS_DEBUG", "usage:", "  "))]
-            message = next((ln for ln in lines if "error" in ln.lower() or "interrupted" in ln),
-                           lines[-1] if lines else "")
+            lines = [ln.strip() for ln in err.getvalue().splitlines() if ln.strip()]
+            start = next((i for i, ln in enumerate(lines) if ln.startswith(
+                ("error:", "lightning-nas: error:", "lightning-nas export: error:",
+                 "interrupted:"))), max(0, len(lines) - 1))
+            message = " ".join(ln for ln in lines[start:]
+                               if not ln.startswith("(set LIGHTNING_NAS_DEBUG"))
             command = " ".join(case.argv(ctx)).replace(tmp, "$TMP").replace(str(ROOT) + "/", "")
-            print(f"| {n} | {case.name} | `{command[:90]}{'...' if len(command) > 90 else ''}` "
-                  f"| {code} | {message.replace(tmp, '$TMP').replace('|', '/')[:300]} |")
+            if len(command) > 110:  # the start and the part that is wrong, at the end
+                command = command[:40] + " ... " + command[-65:]
+            print(f"| {n} | {case.name} | `{command}` | {code} | "
+                  f"{message.replace(tmp, '$TMP').replace('|', '/')[:320]} |")
 
 
 if __name__ == "__main__":  # pragma: no cover
