@@ -156,8 +156,8 @@ def test_cli_builds_a_table(tmp_path, capsys):
     table = main(["--space", "nb201", "--channels", "4", "--cells-per-stage", "1",
                   "--input-shape", "3", "8", "8", "--warmup", "0", "--repeats", "1",
                   "--rounds", "1", "--calibrate", "3", "--out", str(tmp_path / "t.json")])
-    assert (tmp_path / "t.json").is_file() and len(table.entries) == 16
-    assert "16 entries" in capsys.readouterr().out
+    assert (tmp_path / "t.json").is_file() and len(table.entries) == 1 + 3 * 5 + 2 + 1
+    assert "19 entries" in capsys.readouterr().out  # stem, 3 stages x 5 ops, 2 res, head
 
 
 def test_latency_config_runs_a_few_steps(tmp_path):

@@ -14,7 +14,8 @@ median of medians), so
   overhead is what the parts miss, node sums, concatenations and the Python loop);
 * ``expected(weights)`` is the same sum under a search's distribution, differentiable in the
   architecture weights (FBNet, ProxylessNAS): every edge contributes ``sum_k p_k lat_k``
-  ('none' costs 0), NAS-Bench-201 keeps every edge, and a DARTS cell node keeps 2 of its
+  ('none' costs 0 in the DARTS space, whose genotypes never build it; NB201 networks do,
+  so there it is timed), NAS-Bench-201 keeps every edge, and a DARTS cell node keeps 2 of its
   incoming edges, so an edge counts ``2 / (edges into its node)`` (or ``2 x`` its normalised
   edge weight with PC-DARTS). With one-hot weights of an architecture's path it equals
   ``predict`` (tested).
@@ -51,7 +52,9 @@ from lightning_nas.spaces.ops import FactorizedReduce, ReLUConvBN
 
 FILE_FORMAT = "lightning_nas.cell_latency_table"
 FILE_VERSION = 1
-#: Ops that cost nothing (no entry): 'none' adds zero.
+#: Ops of the DARTS space without an entry: a genotype never holds 'none' (its network
+#: never builds one), so a relaxation's 'none' costs nothing. NB201 networks do build
+#: 'none' edges (a multiplication by zero), so NB201 times it like any op.
 FREE_OPS = ("none",)
 
 
@@ -136,9 +139,8 @@ def enumerate_parts(space: SearchSpace, input_shape: Sequence[int]) -> dict[str,
                 add(f"res|{stage}", (c, size, size), lambda c=c: ResNetBasicBlock(c, 2 * c))
                 c, size = 2 * c, _half(size)
             for op in OPS:
-                if op not in FREE_OPS:
-                    add(f"op|{op}|c{c}|h{size}", (c, size, size),
-                        lambda op=op, c=c: make_op(op, c))
+                add(f"op|{op}|c{c}|h{size}", (c, size, size),
+                    lambda op=op, c=c: make_op(op, c))
         add("head", (c, size, size), lambda c=c: _Head(c, classes, lastact=True))
         return parts
     if isinstance(space, DartsSpace):
@@ -214,7 +216,7 @@ class CellLatencyTable:
 
     # -- the additive model -------------------------------------------------------------------
     def _op(self, op: str, c: int, size: int, stride: int | None) -> float:
-        if op in FREE_OPS:
+        if op in FREE_OPS and stride is not None:  # DARTS keys carry the stride
             return 0.0
         key = f"op|{op}|c{c}|h{size}" + ("" if stride is None else f"|s{stride}")
         return self.entries[key]
