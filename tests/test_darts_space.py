@@ -242,3 +242,47 @@ def test_mixed_op_equals_the_weighted_sum_of_the_paper_ops():
         torch.testing.assert_close(torch.autograd.grad((got * g).sum(), alpha)[0],
                                    torch.autograd.grad((expected * g).sum(), alpha)[0],
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_pools_are_computed_once_per_state_with_the_same_math():
+    """The parameter-free pool + BN outputs are shared by every edge out of a state: 5
+    states per 4-node cell instead of 14 edges, and values and gradients equal the
+    per-edge computation (PC-DARTS' partial channels and one-path GDAS included)."""
+    import copy
+
+    from lightning_nas.spaces.darts import SearchCell
+
+    for partial in (1, 2):
+        torch.manual_seed(0)
+        net = DartsSupernet(num_classes=3, channels=4, layers=3, checkpoint_cells=1,
+                            partial_channels=partial)
+        per_edge = copy.deepcopy(net)
+        for m in per_edge.modules():
+            if isinstance(m, SearchCell):
+                m.share_pools = False
+        calls = []
+        for m in net.modules():
+            if isinstance(m, torch.nn.MaxPool2d) and m.kernel_size == 3:
+                m.register_forward_hook(lambda *_: calls.append(1))
+        alpha = torch.randn(14, len(PRIMITIVES), requires_grad=True)
+        x = torch.randn(4, 3, 8, 8)
+        results = []
+        for model in (net, per_edge):
+            out = model(x, alpha.softmax(-1), alpha.softmax(-1))
+            grads = torch.autograd.grad(out.square().sum(), [alpha, *model.parameters()])
+            results.append((out, *grads))
+        # 3 cells x 5 states (the shared outputs are outside the recomputed edges)
+        assert len(calls) == 3 * 5
+        for a, b in zip(*results):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # one path per edge: only the states whose out-edges run a pool compute it
+    calls.clear()
+    active = {kind: [[1] if e % 3 == 0 else [4] for e in range(14)]
+              for kind in ("normal", "reduce")}
+    net(x, alpha.softmax(-1), alpha.softmax(-1), active=active)
+    per_state = {j: any(e % 3 == 0 for e in _edges_out_of(j)) for j in range(6)}
+    assert len(calls) == 3 * sum(per_state.values())
+
+
+def _edges_out_of(j: int, steps: int = 4) -> list[int]:
+    return [sum(2 + n for n in range(i)) + j for i in range(max(0, j - 1), steps)]

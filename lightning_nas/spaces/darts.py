@@ -18,10 +18,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lightning_nas.spaces.base import Arch, ArchError, Constraints, SearchSpace
+from lightning_nas.spaces.batch_stats_norm import (
+    BatchStatsNorm,
+    batch_norm,
+    uses_batch_stats_only,
+)
+from lightning_nas.spaces.depthwise import use_fast_depthwise
 from lightning_nas.spaces.ops import (
     DARTS_OPS,
     EXTRA_OPS,
@@ -365,33 +372,54 @@ class MixedOp(nn.Module):
             self.preact.append(name.startswith(("sep_conv", "dil_conv"))
                                or (name == "skip_connect" and stride > 1))
         self.any_preact = any(self.preact)
+        # (body, final BN) of the ops that end in a BN, else None: the mixing weight then
+        # enters as that BN's affine scale (a plain list: the modules are registered in ops)
+        self.split = [_split_final_bn(op) for op in self.ops]
         self.bypass = nn.MaxPool2d(2, 2) if partial_channels > 1 and stride > 1 else None
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor,
-                active: Sequence[int] | None = None) -> torch.Tensor | None:
+                active: Sequence[int] | None = None,
+                shared: Mapping[int, torch.Tensor] | None = None) -> torch.Tensor | None:
         """``x``: (B, C, H, W); ``weights``: (num_primitives,) softmax of this edge's alphas;
-        ``active``: the primitive indices that run (default all; one path, GDAS). None when
-        no op with an output runs (the edge adds nothing)."""
+        ``active``: the primitive indices that run (default all; one path, GDAS);
+        ``shared``: ``{primitive index: output}`` of ops the cell computed once for all edges
+        out of this state (:meth:`SearchCell.shared_outputs`).
+        None when no op with an output runs (the edge adds nothing)."""
         if self.partial == 1:
-            return self._mix(x, weights, active)
+            return self._mix(x, weights, active, shared)
         c_op = x.shape[1] // self.partial
         part, rest = x[:, :c_op], x[:, c_op:]  # (B, C/K, H, W), (B, C - C/K, H, W)
+        part = _dense(part, like=x)  # a channel slice is strided: 2x slower BN and convs
         if self.bypass is not None:
             rest = self.bypass(rest)
-        out = self._mix(part, weights, active)
+        out = self._mix(part, weights, active, shared)
         if out is None:
             out = torch.zeros_like(rest[:, :c_op])
         return channel_shuffle(torch.cat([out, rest], dim=1), self.partial)
 
-    def _mix(self, x: torch.Tensor, weights: torch.Tensor,
-             active: Sequence[int] | None) -> torch.Tensor | None:
-        run = [(op, k, pre) for op, k, pre in zip(self.ops, self.index, self.preact)
+    def _mix(self, x: torch.Tensor, weights: torch.Tensor, active: Sequence[int] | None,
+             shared: Mapping[int, torch.Tensor] | None = None) -> torch.Tensor | None:
+        shared = shared or {}
+        run = [(i, op, k, pre) for i, (op, k, pre) in enumerate(zip(self.ops, self.index,
+                                                                     self.preact))
                if active is None or k in active]
-        relu_x = torch.relu(x) if any(pre for _, _, pre in run) else x
+        relu_x = torch.relu(x) if any(pre for *_, pre in run) else x
         out = None
-        for op, k, pre in run:
-            term = weights[k] * op(relu_x if pre else x)
-            out = term if out is None else out + term
+        for i, op, k, pre in run:
+            inp = relu_x if pre else x
+            if k in shared:
+                term = weights[k] * shared[k]
+            elif self.split[i] is None or not uses_batch_stats_only(self.split[i][1]):
+                # (a subclass, e.g. GlobalBatchNorm2d under DDP, normalises its own way)
+                term = weights[k] * op(inp)
+            else:  # w_k * BN(h) as BN(h) with scale w_k: no product to store or compute.
+                # The scale is a contiguous copy: a stride-0 expand gives wrong input
+                # gradients in torch 2.13's CPU BN on channels-last (B, C, 1, 1) tensors.
+                body, bn = self.split[i]
+                h = body(inp)
+                term = batch_norm(h, weights[k].expand(h.shape[1]).contiguous(), bn.eps)
+            # in place: no autograd node keeps a term (products and BN save their inputs)
+            out = term if out is None else out.add_(term)
         if active is not None and weights.requires_grad:
             # GDAS: the ops that do not run add their straight-through weight (0 in value),
             # so every alpha of the edge gets a gradient (Dong & Yang 2019, Eq. 5, their code)
@@ -409,16 +437,36 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
+def _split_final_bn(op: nn.Module) -> tuple[nn.Module, nn.BatchNorm2d] | None:
+    """``op`` as (its layers before its final BN, that BN) when it is a Sequential (possibly
+    nested) that ends in a non-affine BatchNorm2d; else None. The body is a flat view of the
+    same layers, its BNs called through :class:`BatchStatsNorm`."""
+    if not isinstance(op, nn.Sequential) or len(op) == 0:
+        return None
+    layers = _leaves(op)
+    if not isinstance(layers[-1], nn.BatchNorm2d) or layers[-1].affine:
+        return None
+    body = [BatchStatsNorm(m) if isinstance(m, nn.BatchNorm2d) else m for m in layers[:-1]]
+    return nn.Sequential(*body), layers[-1]
+
+
+def _leaves(module: nn.Module) -> list[nn.Module]:
+    """The layers of nested Sequentials, in call order."""
+    if not isinstance(module, nn.Sequential):
+        return [module]
+    return [leaf for child in module.children() for leaf in _leaves(child)]
+
+
 def _search_op(name: str, c: int, stride: int) -> nn.Module:
     """An op without its leading ReLU (MixedOp applies it), BN non-affine (DARTS search)."""
     if name == "sep_conv_3x3":
-        return SepConv(c, c, 3, stride, 1, affine=False, preact=False)
+        return use_fast_depthwise(SepConv(c, c, 3, stride, 1, affine=False, preact=False))
     if name == "sep_conv_5x5":
-        return SepConv(c, c, 5, stride, 2, affine=False, preact=False)
+        return use_fast_depthwise(SepConv(c, c, 5, stride, 2, affine=False, preact=False))
     if name == "dil_conv_3x3":
-        return DilConv(c, c, 3, stride, 2, 2, affine=False, preact=False)
+        return use_fast_depthwise(DilConv(c, c, 3, stride, 2, 2, affine=False, preact=False))
     if name == "dil_conv_5x5":
-        return DilConv(c, c, 5, stride, 4, 2, affine=False, preact=False)
+        return use_fast_depthwise(DilConv(c, c, 5, stride, 4, 2, affine=False, preact=False))
     if name == "skip_connect" and stride > 1:
         return FactorizedReduce(c, c, affine=False, preact=False)
     op = DARTS_OPS[name](c, stride, False)
@@ -439,6 +487,37 @@ def _batch_stats_only(module: nn.Module) -> nn.Module:
             m.track_running_stats = False
             m.running_mean = m.running_var = m.num_batches_tracked = None
     return module
+
+
+class _DenseGrad(torch.autograd.Function):
+    """Identity whose backward hands on a dense gradient in the input's memory format.
+
+    The gradient of a cell's output concatenation arrives at each node as a channel slice
+    (strided in every layout), and every op of the node's edges would read it so: the BN
+    backward of the DARTS ops ran 4-6x slower on such slices than on a dense tensor (torch
+    2.13, CPU). One copy per node makes them dense.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        return grad.contiguous(memory_format=fmt)
+
+
+def _dense(x: torch.Tensor, *, like: torch.Tensor) -> torch.Tensor:
+    """``x`` as a dense tensor in the memory format of ``like`` (a copy if it is a slice)."""
+    channels_last = like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last if channels_last
+                        else torch.contiguous_format)
+
+
+def _dense_grad(x: torch.Tensor) -> torch.Tensor:
+    return _DenseGrad.apply(x) if x.requires_grad else x
 
 
 class SearchCell(nn.Module):
@@ -463,6 +542,15 @@ class SearchCell(nn.Module):
             MixedOp(c, 2 if reduction and j < 2 else 1, primitives, partial_channels)
             for i in range(steps) for j in range(2 + i)
         )
+        # The pools (+ non-affine BN) have no parameters, so every edge out of one state
+        # computes the same output: the cell computes it once per state (5 instead of 14
+        # times per 4-node cell). Keyed "<primitive index>_s<stride>".
+        self.partial = partial_channels
+        self.share_pools = True
+        self.pools = nn.ModuleDict({
+            f"{k}_s{stride}": _search_op(name, c // partial_channels, stride)
+            for k, name in enumerate(primitives) if name in ("max_pool_3x3", "avg_pool_3x3")
+            for stride in ((1, 2) if reduction else (1,))})
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
                 active: Sequence[Sequence[int]] | None = None,
@@ -472,26 +560,55 @@ class SearchCell(nn.Module):
         ``edge_weights``: (num_edges,) factors of the edges' outputs (PC-DARTS' edge
         normalisation)."""
         states = [self.pre0(s0), self.pre1(s1)]
+        shared: list[dict[int, torch.Tensor]] = []  # per state, see shared_outputs
         offset = 0
         for _ in range(self.steps):
             node = None
             for j, h in enumerate(states):
                 e = offset + j
                 ops = None if active is None else active[e]
+                if j == len(shared):  # the first edge out of state j: its pools, once
+                    shared.append(self.shared_outputs(h, self.edges[e].stride,
+                                                      self._needed(active, j)))
                 if ops is not None and not ops:
                     continue
                 edge = self.edges[e]
                 if self.checkpoint_edges and torch.is_grad_enabled():
-                    term = checkpoint(edge, h, weights[e], ops, use_reentrant=False)
+                    term = checkpoint(edge, h, weights[e], ops, shared[j], use_reentrant=False)
                 else:
-                    term = edge(h, weights[e], ops)
+                    term = edge(h, weights[e], ops, shared[j])
                 if term is not None:
                     if edge_weights is not None:
                         term = edge_weights[e] * term
                     node = term if node is None else node + term
             offset += len(states)
-            states.append(torch.zeros_like(states[1]) if node is None else node)
+            states.append(torch.zeros_like(states[1]) if node is None else _dense_grad(node))
         return torch.cat(states[-self.multiplier:], dim=1)
+
+    def shared_outputs(self, h: torch.Tensor, stride: int, needed: set[int] | None
+                       ) -> dict[int, torch.Tensor]:
+        """``{primitive index: BN(pool(h))}`` for the pools that some edge out of state
+        ``h`` runs (``needed``; None: all), on the edges' channels (PC-DARTS: the first
+        C/K). Empty when sharing is off or a BN tracks running statistics (sharing would
+        update them once instead of once per edge)."""
+        if not self.share_pools or any(m.running_mean is not None for m in self.pools.modules()
+                                       if isinstance(m, nn.BatchNorm2d)):
+            return {}
+        part = _dense(h[:, :h.shape[1] // self.partial], like=h)
+        out = {}
+        for key, (pool, bn) in self.pools.items():
+            k, s = key.split("_s")
+            if int(s) == stride and (needed is None or int(k) in needed):
+                out[int(k)] = BatchStatsNorm(bn)(pool(part))
+        return out
+
+    def _needed(self, active: Sequence[Sequence[int]] | None, j: int) -> set[int] | None:
+        """The primitives that some edge out of state ``j`` runs (None: all)."""
+        if active is None:
+            return None
+        # node i reads states 0 .. i + 1; its edge from state j is row sum_{n<i}(2+n) + j
+        return {k for i in range(max(0, j - 1), self.steps)
+                for k in active[sum(2 + n for n in range(i)) + j]}
 
 
 class DartsSupernet(nn.Module):
@@ -505,9 +622,8 @@ class DartsSupernet(nn.Module):
     ``checkpoint_cells``: the first N cells recompute their MixedOp activations in backward
     instead of storing them (None: the cells before the second reduction, 2 * layers // 3,
     which hold most of the activation memory; 0: none). At the paper's search configuration
-    on 2 CPU cores (1 thread, scripts/bench_darts.py and docs/architecture.md) a first-order
-    step costs 8.1 s / 10.2 GB with none, 10.1 s / 3.9 GB with the default 5 of 8, 11.0 s /
-    3.5 GB with all.
+    on 2 CPU cores (2 threads, scripts/results/bench_darts) a first-order step cost a median
+    5.9 s / 6.4 GB peak RSS with none and 7.0 s / 2.8 GB with the default 5 of 8.
     ``channels_last`` keeps activations NHWC, which runs the depthwise convs through oneDNN
     on CPU (about 1.8x faster per step on 2 cores) and suits tensor cores on GPU.
     """
