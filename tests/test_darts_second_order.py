@@ -10,7 +10,8 @@ def _tiny_search(xi: float) -> DartsSearch:
     # A finite-difference step far below the paper's 0.01 keeps every ReLU / max-pool on the
     # same side of its kink, so in float64 the estimate must match autograd to ~1e-6.
     model = DartsSearch(num_classes=3, in_channels=3, channels=2, layers=3, order=2,
-                        unrolled_lr=xi, hessian_epsilon=1e-7, checkpoint_cells=0, channels_last=False, seed=1)
+                        unrolled_lr=xi, hessian_epsilon=1e-7, checkpoint_cells=0,
+                        channels_last=False, seed=1)
     model = model.double()
     with torch.no_grad():  # alphas away from uniform so the softmax Jacobian is not degenerate
         for a in model.alphas:
@@ -70,3 +71,57 @@ def test_unrolled_gradient_restores_the_weights():
     model._unrolled_gradients(*_batches(), opt)
     for w, w0 in zip(model.weights(), before):
         assert torch.equal(w, w0)
+
+
+def _one_training_step(reuse: bool, root):
+    """One second-order step through the Trainer: the supernet forwards it ran, the batch,
+    the alphas before it and the weight gradients it applied."""
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+
+    from lightning_nas.data import SyntheticDataModule
+
+    model = DartsSearch(num_classes=3, in_channels=3, channels=2, layers=3, order=2,
+                        grad_clip=0.0, reuse_train_gradient=reuse, checkpoint_cells=0, seed=1)
+    alphas = {k: a.detach().clone() for k, a in model.alpha.items()}
+    forwards, seen = [], {}
+    model.supernet.register_forward_hook(lambda m, i, o: forwards.append(1))
+
+    class KeepBatch(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen["batch"] = batch
+            seen["weights"] = [w.detach().clone() for w in pl_module.weights()]
+
+    data = SyntheticDataModule(num_classes=3, image_size=8, train_size=16, test_size=4,
+                               batch_size=4, search=True, seed=0)
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, callbacks=[KeepBatch()],
+                        default_root_dir=root,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(model, data)
+    return model, forwards, seen, alphas
+
+
+def test_the_second_order_weight_step_reuses_the_training_gradient(tmp_path):
+    """reuse_train_gradient: 4 supernet passes, and the weights move by the gradient at the
+    alphas before the update; off: 5 passes, the gradient at the updated alphas."""
+    for reuse, passes in ((True, 4), (False, 5)):
+        model, forwards, seen, alphas_before = _one_training_step(reuse, tmp_path / str(reuse))
+        assert len(forwards) == passes
+        xw, yw = seen["batch"]["weights"]
+        with torch.no_grad():
+            for w, w0 in zip(model.weights(), seen["weights"]):
+                w.copy_(w0)
+        results = {}
+        for which, alphas in (("before", alphas_before),
+                              ("after", {k: a.detach() for k, a in model.alpha.items()})):
+            logits = model.supernet(xw, alphas["normal"].softmax(-1),
+                                    alphas["reduce"].softmax(-1))
+            results[which] = torch.autograd.grad(model.criterion(logits, yw), model.weights())
+        applied = [w.grad for w in model.weights()]
+        expected, other = (("before", "after") if reuse else ("after", "before"))
+        for a, e in zip(applied, results[expected]):
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-7)
+        # the alphas moved enough that the two gradients differ: the test tells them apart
+        assert any(not torch.allclose(e, o, rtol=1e-5, atol=1e-7)
+                   for e, o in zip(results[expected], results[other]))

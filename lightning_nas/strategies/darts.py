@@ -17,7 +17,8 @@ all-reduce each, so alphas stay bit-identical on every DDP rank.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -93,6 +94,12 @@ class DartsSearch(L.LightningModule):
         hessian_epsilon: the finite-difference step is ``hessian_epsilon / ||grad_w' L_val||``
             (0.01 in the paper). Activations with kinks (ReLU, max-pool) make the estimate
             depend on it; the test checks the formula exactly with a tiny step in float64.
+        reuse_train_gradient: second order: the weight step reuses the training-batch
+            gradient that the virtual step w' = w - xi * grad_w L_train(w, alpha) computed,
+            i.e. the gradient at the alphas before this step's update (one Adam step away,
+            lr 3e-4), which saves one of five forward-backward passes and makes a
+            second-order step cost two first-order ones. False recomputes it at the updated
+            alphas, as Algorithm 1 of the paper writes it.
         loss: the training criterion; cross-entropy by default.
         checkpoint_cells: DARTS space: the first N supernet cells recompute their
             activations in backward (None: 2 * layers // 3, the large early cells; 0: none);
@@ -127,6 +134,7 @@ class DartsSearch(L.LightningModule):
         warmup_epochs: int = 0,
         unrolled_lr: float | None = None,
         hessian_epsilon: float = 0.01,
+        reuse_train_gradient: bool = True,
         loss: nn.Module | None = None,
         checkpoint_cells: int | None = None,
         channels_last: bool = True,
@@ -163,6 +171,8 @@ class DartsSearch(L.LightningModule):
         self.weight_optimizer_factory = weight_optimizer
         self.arch_optimizer_factory = arch_optimizer
         self.criterion = loss or nn.CrossEntropyLoss()
+        # second order: (loss, logits, weight gradients) of this step's training batch
+        self._train_pass: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.supernet_options = supernet_options(
@@ -239,13 +249,30 @@ class DartsSearch(L.LightningModule):
     def _arch_gradients(self, xw, yw, xa, ya, w_opt) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Gradient of the architecture objective w.r.t. the alphas, and the val loss."""
         if self.order == 1:
-            loss, _ = self._loss(xa, ya)
-            if self.latency_table is not None:
-                expected = self.expected_latency()
-                loss = self.latency.combine(loss, expected)
-                self.log("latency/expected_ms", expected.detach(), on_step=False, on_epoch=True)
-            return list(torch.autograd.grad(loss, self.alphas)), loss.detach()
+            with self._weights_frozen():
+                loss, _ = self._loss(xa, ya)
+                if self.latency_table is not None:
+                    expected = self.expected_latency()
+                    loss = self.latency.combine(loss, expected)
+                    self.log("latency/expected_ms", expected.detach(), on_step=False,
+                             on_epoch=True)
+                return list(torch.autograd.grad(loss, self.alphas)), loss.detach()
         return self._unrolled_gradients(xw, yw, xa, ya, w_opt)
+
+    @contextmanager
+    def _weights_frozen(self) -> Iterator[None]:
+        """The supernet weights with ``requires_grad`` off, for a pass that needs only the
+        alpha gradients: autograd then computes no weight gradient at all (a custom
+        Function such as DepthwiseConv2d cannot tell which of its inputs a call to
+        ``autograd.grad`` asks for) and keeps no graph for them."""
+        weights = self.weights()
+        for w in weights:
+            w.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for w in weights:
+                w.requires_grad_(True)
 
     def _unrolled_gradients(self, xw, yw, xa, ya, w_opt) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Second-order DARTS (Eq. 7-8) with the weights swapped in place, as in the paper.
@@ -258,8 +285,10 @@ class DartsSearch(L.LightningModule):
         xi = self.hparams.unrolled_lr or group["lr"]
         momentum = group.get("momentum", 0.0)
         decay = group.get("weight_decay", 0.0)
-        loss_train, _ = self._loss(xw, yw)
+        loss_train, logits_train = self._loss(xw, yw)
         g_train = torch.autograd.grad(loss_train, weights)
+        if self.hparams.reuse_train_gradient:
+            self._train_pass = (loss_train.detach(), logits_train.detach(), list(g_train))
         original = [w.detach().clone() for w in weights]
         try:
             with torch.no_grad():
@@ -279,8 +308,9 @@ class DartsSearch(L.LightningModule):
                 with torch.no_grad():
                     for w, w0, v in zip(weights, original, g_unrolled):
                         w.copy_(w0 + sign * eps * v)
-                loss_shifted, _ = self._loss(xw, yw)
-                finite_diff.append(torch.autograd.grad(loss_shifted, self.alphas))
+                with self._weights_frozen():
+                    loss_shifted, _ = self._loss(xw, yw)
+                    finite_diff.append(torch.autograd.grad(loss_shifted, self.alphas))
         finally:
             with torch.no_grad():
                 for w, w0 in zip(weights, original):
@@ -310,12 +340,19 @@ class DartsSearch(L.LightningModule):
 
         weights = self.weights()
         w_opt.zero_grad()
-        loss, logits = self._loss(xw, yw)
+        if self._train_pass is not None:  # second order computed it (reuse_train_gradient)
+            loss, logits, grads = self._train_pass
+            self._train_pass = None
+            grads = average_gradients(self.trainer, grads)
+        else:
+            loss, logits = self._loss(xw, yw)
+            grads = None
         raise_if_not_finite("training loss", loss.detach(), **self._where(),
                             advice="lower the weight learning rate (model.weight_optimizer) or "
                             "keep gradient clipping on (model.grad_clip)")
-        # ops that did not run (GDAS samples one per edge) keep grad=None: no update for them
-        grads = path_gradients(self.trainer, loss, weights)
+        if grads is None:
+            # ops that did not run (GDAS samples one per edge) keep grad=None: no update
+            grads = path_gradients(self.trainer, loss, weights)
         used = [g for g in grads if g is not None]
         raise_if_not_finite("weight gradient", torch.cat([g.reshape(-1) for g in used]),
                             **self._where(), advice="lower the weight learning rate")
