@@ -39,6 +39,8 @@ CONFIGS = {
     "second": {"order": 2},
     "first-no-recompute": {"order": 1, "checkpoint_cells": 0},
     "first-recompute-all": {"order": 1, "checkpoint_cells": 8},
+    "first-recompute-2": {"order": 1, "checkpoint_cells": 2},
+    "first-recompute-3": {"order": 1, "checkpoint_cells": 3},
     "first-nchw": {"order": 1, "channels_last": False, "checkpoint_cells": 0},
     "pc-darts": {"strategy": "pc_darts", "partial_channels": 4},  # the paper's K on CIFAR
     "gdas": {"strategy": "gdas"},
@@ -113,6 +115,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--nni-python", default=None,
                         help="python of a venv with nni==3.0; runs NNI's first-order DARTS too")
     parser.add_argument("--nni-steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat everything this many times, back to back; ratios are "
+                        "taken within a round (the machine's speed drifts between rounds)")
     parser.add_argument("--out", default="runs/bench_darts.json")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -122,40 +127,65 @@ def main(argv: list[str] | None = None) -> dict:
         print("RESULT " + json.dumps(result), flush=True)
         return result
 
-    results = {}
     common = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads",
               str(args.threads), "--batch-size", str(args.batch_size)]
-    for name in args.configs:
-        print(f"running ours: {name} ...", flush=True)
-        results[name] = _run([sys.executable, __file__, "--worker", name, *common], 7200)
-    if args.nni_python:
-        print("running NNI 3.0 first-order DARTS ...", flush=True)
-        results["nni"] = _run([args.nni_python, str(ROOT / "scripts" / "nni_darts_step.py"),
-                               "--steps", str(args.nni_steps), "--warmup", "1", "--threads",
-                               str(args.threads), "--batch-size", str(args.batch_size)], 7200)
+    rounds: list[dict[str, dict]] = []
+    for r in range(args.rounds):  # every round runs everything once, back to back
+        results = {}
+        for name in args.configs:
+            print(f"round {r + 1}/{args.rounds}: ours {name} ...", flush=True)
+            results[name] = _run([sys.executable, __file__, "--worker", name, *common], 7200)
+        if args.nni_python:
+            print(f"round {r + 1}/{args.rounds}: NNI 3.0 first-order DARTS ...", flush=True)
+            results["nni"] = _run([args.nni_python, str(ROOT / "scripts" / "nni_darts_step.py"),
+                                   "--steps", str(args.nni_steps), "--warmup", "1", "--threads",
+                                   str(args.threads), "--batch-size", str(args.batch_size)],
+                                  7200)
+        rounds.append(results)
 
-    rows = ["| run | median s/step | min-max s | n | peak RSS GB |", "|---|---|---|---|---|"]
-    for name, r in results.items():
-        median = r.get("median_s", r.get("median_step_s"))
-        low, high = r.get("min_s", r.get("min_step_s")), r.get("max_s", r.get("max_step_s"))
-        rows.append(f"| {name} | {median:.2f} | {low:.2f}-{high:.2f} | "
-                    f"{r.get('n', r.get('steps'))} | {r['peak_rss_gb']:.2f} |")
+    def median_s(r: dict) -> float:
+        return r.get("median_s", r.get("median_step_s"))
+
+    rows = ["| run | median s/step (per round) | min-max s | n | peak RSS GB |",
+            "|---|---|---|---|---|"]
+    for name in rounds[0]:
+        times = [t for res in rounds for t in res[name].get("times_s", [])]
+        lows = [res[name].get("min_s", res[name].get("min_step_s")) for res in rounds]
+        highs = [res[name].get("max_s", res[name].get("max_step_s")) for res in rounds]
+        n = sum(res[name].get("n", res[name].get("steps")) or 0 for res in rounds)
+        per_round = ", ".join(f"{median_s(res[name]):.2f}" for res in rounds)
+        rows.append(f"| {name} | {per_round} | {min(lows):.2f}-{max(highs):.2f} | {n} | "
+                    f"{max(res[name]['peak_rss_gb'] for res in rounds):.2f} |")
     report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "threads": args.threads, "results": results}
-    if "nni" in results and "first" in results:
-        nni, ours = results["nni"], results["first"]
-        nni_med = nni.get("median_s", nni.get("median_step_s"))
-        nni_min = nni.get("min_s", nni.get("min_step_s"))
-        nni_max = nni.get("max_s", nni.get("max_step_s"))
-        report["speedup_first_order"] = {
-            "median": nni_med / ours["median_s"],
-            "worst": nni_min / ours["max_s"], "best": nni_max / ours["min_s"]}
-        report["memory_ratio_first_order"] = ours["peak_rss_gb"] / nni["peak_rss_gb"]
-        rows.append("")
-        rows.append(f"First order, NNI / ours: {report['speedup_first_order']['median']:.2f}x "
-                    f"faster (range {report['speedup_first_order']['worst']:.2f}-"
-                    f"{report['speedup_first_order']['best']:.2f}x over the measured steps), "
-                    f"peak memory {100 * report['memory_ratio_first_order']:.0f}% of NNI's.")
+              "threads": args.threads, "rounds": rounds,
+              "load_average_end": os.getloadavg()}
+
+    def ratio(numerator: str, denominator: str) -> dict | None:
+        """numerator / denominator of the medians, per round (both ran in that round)."""
+        if numerator not in rounds[0] or denominator not in rounds[0]:
+            return None
+        values = [median_s(res[numerator]) / median_s(res[denominator]) for res in rounds]
+        return {"median": statistics.median(values), "min": min(values), "max": max(values),
+                "per_round": values}
+
+    rows.append("")
+    speedup = ratio("nni", "first")
+    if speedup:
+        memory = [res["first"]["peak_rss_gb"] / res["nni"]["peak_rss_gb"] for res in rounds]
+        report["speedup_first_order"] = speedup
+        report["memory_ratio_first_order"] = max(memory)
+        rows.append(f"First order, NNI / ours: **{speedup['median']:.2f}x** faster (median of "
+                    f"{len(rounds)} rounds, range {speedup['min']:.2f}-{speedup['max']:.2f}x), "
+                    f"peak memory at most {100 * max(memory):.0f}% of NNI's.")
+    for name, label in (("second", "second order / first order"),
+                        ("pc-darts", "PC-DARTS (K=4) / DARTS first order"),
+                        ("gdas", "GDAS / DARTS first order"),
+                        ("first-no-recompute", "no recomputation / default")):
+        value = ratio(name, "first")
+        if value:
+            report[f"ratio_{name}_to_first"] = value
+            rows.append(f"Step time, {label}: {value['median']:.2f}x (range "
+                        f"{value['min']:.2f}-{value['max']:.2f}x over {len(rounds)} rounds).")
     table = "\n".join(rows)
     print(table)
     report["table"] = table
