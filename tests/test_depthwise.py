@@ -92,3 +92,18 @@ def test_the_darts_search_ops_use_it():
     # two per sep_conv, one per dil_conv
     assert sorted((m.kernel_size[0], m.dilation[0]) for m in depthwise) == [
         (3, 1), (3, 1), (3, 2), (5, 1), (5, 1), (5, 2)]
+
+
+def test_cpu_mixed_precision_falls_back_to_conv2d():
+    """Under CPU autocast (bf16-mixed) the module is nn.Conv2d: the custom backward would get
+    a bf16 gradient for fp32 weights."""
+    ref, fast = pair(5, 2, 1)
+    x = torch.randn(2, 6, 8, 8, requires_grad=True)
+    results = []
+    for conv in (ref, fast):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(x)
+        results.append((y, *torch.autograd.grad(y.float().sum(), [x, conv.weight])))
+    assert results[1][0].dtype == torch.bfloat16
+    for got, expected in zip(results[1], results[0]):
+        torch.testing.assert_close(got, expected)

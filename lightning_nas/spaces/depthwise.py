@@ -108,7 +108,8 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type != "cpu" or self.bias is not None or self.padding_mode != "zeros"
-                or isinstance(self.padding, str) or not torch.is_grad_enabled()):
+                or isinstance(self.padding, str) or not torch.is_grad_enabled()
+                or torch.is_autocast_enabled("cpu")):  # mixed precision: aten casts itself
             return super().forward(x)
         stride, padding, dilation = self.stride, self.padding, self.dilation
         if stride == dilation and dilation != (1, 1):
