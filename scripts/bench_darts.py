@@ -149,10 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
     rows = ["| run | median s/step (per round) | min-max s | n | peak RSS GB |",
             "|---|---|---|---|---|"]
     for name in rounds[0]:
-        times = [t for res in rounds for t in res[name].get("times_s", [])]
         lows = [res[name].get("min_s", res[name].get("min_step_s")) for res in rounds]
         highs = [res[name].get("max_s", res[name].get("max_step_s")) for res in rounds]
-        n = sum(res[name].get("n", res[name].get("steps")) or 0 for res in rounds)
+        n = sum(res[name].get("n", res[name].get("timed_steps")) or 0 for res in rounds)
         per_round = ", ".join(f"{median_s(res[name]):.2f}" for res in rounds)
         rows.append(f"| {name} | {per_round} | {min(lows):.2f}-{max(highs):.2f} | {n} | "
                     f"{max(res[name]['peak_rss_gb'] for res in rounds):.2f} |")
