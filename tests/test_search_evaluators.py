@@ -103,6 +103,12 @@ def test_real_table_known_values():
 
 
 # --- CLI --------------------------------------------------------------------------------------
+def test_the_glob_finds_every_tabular_search_config():
+    names = {p.name for p in CONFIGS}
+    assert {"nb201_random.yaml", "nb201_evolution.yaml", "nb201_bo.yaml",
+            "nb201_reinforce.yaml"} <= names
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_search_config_runs(config, full_table, tmp_path, capsys):
     head = config.read_text().splitlines()[:3]

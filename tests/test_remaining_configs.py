@@ -1,0 +1,90 @@
+"""The configs no other test runs, a few steps each: DARTS on a CIFAR-10 subset, fine-tuning
+an OFA subnet, and the MnasNet-objective evolution on digits (tiny settings; CIFAR-10 configs
+on synthetic 32x32 images, since the archive may be absent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lightning_nas.cli import main
+from lightning_nas.search import read_journal
+from lightning_nas.search.cli import main_search
+from lightning_nas.spaces.base import Arch
+from lightning_nas.spaces.mobilenet import MobileNetV3Space
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTHETIC_CIFAR = ["--data", "lightning_nas.data.SyntheticDataModule", "--data.image_size", "32",
+                   "--data.train_size", "64", "--data.test_size", "16", "--data.batch_size",
+                   "8"]
+
+
+def fit_args(config: str, run: Path) -> list[str]:
+    return ["fit", "--config", str(ROOT / config), "--trainer.default_root_dir", str(run),
+            "--trainer.logger.init_args.save_dir", str(run), "--trainer.enable_progress_bar",
+            "false", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+            "--trainer.limit_val_batches", "1"]
+
+
+def test_darts_cifar10_subset_config_runs(tmp_path):
+    main([*fit_args("configs/darts/cifar10_subset.yaml", tmp_path), *SYNTHETIC_CIFAR,
+          "--data.search", "true", "--model.init_args.channels", "4",
+          "--model.init_args.layers", "3"])
+    assert Arch.load(tmp_path / "arch.json").space == "darts"
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_ofa_subnet_training_config_runs(tmp_path):
+    space = MobileNetV3Space.cifar()
+    arch = tmp_path / "subnet.json"
+    arch.write_text(json.dumps(space.smallest().to_dict()))
+    main([*fit_args("configs/train/cifar10_ofa_subnet.yaml", tmp_path / "run"),
+          *SYNTHETIC_CIFAR, "--model.init_args.arch", str(arch)])
+    metrics = (tmp_path / "run" / "metrics.csv").read_text()
+    assert "train/loss" in metrics and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_digits_evolution_mnasnet_config_runs(tmp_path):
+    summary = main_search(["--config", str(ROOT / "configs/search/digits_evolution_mnasnet.yaml"),
+                           "--run_dir", str(tmp_path), "--budget_trials", "2", "--progress",
+                           "false", "--evaluator.init_args.epochs", "1", "--wandb.enabled",
+                           "false"])
+    # 2 trained; the latency limit (0.4 ms) rejects other samples before any training
+    assert summary["counts"]["ok"] == 2 and summary["counts"]["failed"] == 0
+    ok = [r for r in read_journal(tmp_path) if r["status"] == "ok"]
+    assert len(ok) == 2 and all(r["metrics"]["latency_ms"] <= 0.4 for r in ok)
+
+
+def test_ofa_cifar10_subset_config_runs(tmp_path):
+    """Two one-epoch phases (full, then elastic kernels with distillation from the full net)
+    instead of the config's 6/3/3/3."""
+    phases = json.dumps([{"name": "full", "epochs": 1, "lr": 0.1},
+                         {"name": "kernel", "epochs": 1, "lr": 0.03, "kernels": [3, 5, 7]}])
+    main([*fit_args("configs/ofa/cifar10_subset.yaml", tmp_path), *SYNTHETIC_CIFAR,
+          "--trainer.max_epochs", "2", "--model.init_args.phases", phases,
+          "--model.init_args.bn_calibration_batches", "1"])
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    metrics = (tmp_path / "metrics.csv").read_text()
+    assert "val/acc_largest" in metrics and "val/acc_smallest" in metrics
+
+
+def test_cifar10_evolution_config_runs_on_cpu(tmp_path):
+    """The GPU config with CPU settings: synthetic images, a tiny NB201 network, CPU latency."""
+    hooks = json.dumps([{"class_path": "lightning_nas.hardware.CostHook",
+                         "init_args": {"latency": True, "device": "cpu", "batch_size": 1,
+                                       "warmup": 1, "repeats": 3, "num_threads": 1}}])
+    summary = main_search([
+        "--config", str(ROOT / "configs/search/cifar10_evolution.yaml"), "--run_dir",
+        str(tmp_path), "--budget_trials", "2", "--progress", "false", "--wandb.enabled",
+        "false", "--space.init_args.channels", "4", "--space.init_args.cells_per_stage", "1",
+        "--evaluator.init_args.data", "lightning_nas.data.SyntheticDataModule",
+        "--evaluator.init_args.data.image_size", "32", "--evaluator.init_args.data.train_size",
+        "64", "--evaluator.init_args.data.test_size", "16", "--evaluator.init_args.data.batch_size",
+        "16", "--evaluator.init_args.epochs", "1",
+        "--evaluator.init_args.trainer", json.dumps({"accelerator": "cpu", "devices": 1}),
+        "--metric_hooks", hooks, "--constraints.max_latency_ms", "1000"])
+    assert summary["counts"]["ok"] == 2 and summary["counts"]["failed"] == 0
+    ok = [r for r in read_journal(tmp_path) if r["status"] == "ok"]
+    # the config's test: true and the CPU latency hook both report per trial
+    assert all(r["metrics"]["latency_ms"] > 0 and 0 <= r["metrics"]["test_accuracy"] <= 100
+               for r in ok)
