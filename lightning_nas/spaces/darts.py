@@ -25,6 +25,7 @@ from lightning_nas.spaces.base import Arch, ArchError, Constraints, SearchSpace
 from lightning_nas.spaces.batch_stats_norm import (
     BatchStatsNorm,
     batch_norm,
+    normalise,
     uses_batch_stats_only,
 )
 from lightning_nas.spaces.depthwise import use_fast_depthwise
@@ -499,20 +500,22 @@ class _DenseGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
-        ctx.channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        ctx.memory_format = _memory_format(x)
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
-        fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
-        return grad.contiguous(memory_format=fmt)
+        return grad.contiguous(memory_format=ctx.memory_format)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def _dense(x: torch.Tensor, *, like: torch.Tensor) -> torch.Tensor:
     """``x`` as a dense tensor in the memory format of ``like`` (a copy if it is a slice)."""
-    channels_last = like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last)
-    return x.contiguous(memory_format=torch.channels_last if channels_last
-                        else torch.contiguous_format)
+    return x.contiguous(memory_format=_memory_format(like))
 
 
 def _dense_grad(x: torch.Tensor) -> torch.Tensor:
@@ -598,7 +601,7 @@ class SearchCell(nn.Module):
         for key, (pool, bn) in self.pools.items():
             k, s = key.split("_s")
             if int(s) == stride and (needed is None or int(k) in needed):
-                out[int(k)] = BatchStatsNorm(bn)(pool(part))
+                out[int(k)] = normalise(bn, pool(part))
         return out
 
     def _needed(self, active: Sequence[Sequence[int]] | None, j: int) -> set[int] | None:

@@ -340,19 +340,15 @@ class DartsSearch(L.LightningModule):
 
         weights = self.weights()
         w_opt.zero_grad()
-        if self._train_pass is not None:  # second order computed it (reuse_train_gradient)
-            loss, logits, grads = self._train_pass
-            self._train_pass = None
-            grads = average_gradients(self.trainer, grads)
-        else:
-            loss, logits = self._loss(xw, yw)
-            grads = None
+        # second order with reuse_train_gradient has computed this batch's gradients
+        loss, logits, grads = self._train_pass or (*self._loss(xw, yw), None)
+        self._train_pass = None
         raise_if_not_finite("training loss", loss.detach(), **self._where(),
                             advice="lower the weight learning rate (model.weight_optimizer) or "
                             "keep gradient clipping on (model.grad_clip)")
-        if grads is None:
-            # ops that did not run (GDAS samples one per edge) keep grad=None: no update
-            grads = path_gradients(self.trainer, loss, weights)
+        # ops that did not run (GDAS samples one per edge) keep grad=None: no update for them
+        grads = (path_gradients(self.trainer, loss, weights) if grads is None
+                 else average_gradients(self.trainer, grads))
         used = [g for g in grads if g is not None]
         raise_if_not_finite("weight gradient", torch.cat([g.reshape(-1) for g in used]),
                             **self._where(), advice="lower the weight learning rate")
