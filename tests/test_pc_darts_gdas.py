@@ -13,7 +13,7 @@ from fault_helpers import StopAfterEpoch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lightning_nas.data import SyntheticDataModule
-from lightning_nas.spaces.darts import DartsSpace
+from lightning_nas.spaces.darts import DartsSpace, channel_shuffle
 from lightning_nas.spaces.nb201 import NB201Space
 from lightning_nas.strategies.darts import DartsSearch
 from lightning_nas.strategies.gdas import GDAS
@@ -63,6 +63,15 @@ def test_partial_channels_and_edge_normalisation(space):
         for rows in groups:  # softmax over each node's incoming edges
             torch.testing.assert_close(edges[cell][rows].sum(), torch.tensor(1.0))
     assert len(k4.alphas) == 2 * len(k4.alpha)  # the architecture optimiser takes the betas
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_channel_shuffle_interleaves_the_groups_and_keeps_the_memory_format(memory_format):
+    x = torch.arange(2 * 8 * 3 * 3, dtype=torch.float32).reshape(2, 8, 3, 3)
+    out = channel_shuffle(x.contiguous(memory_format=memory_format), 4)
+    # output channel i * 4 + g is input channel g * 2 + i (groups of 8 / 4 = 2 channels)
+    assert [int(out[0, c, 0, 0]) // 9 for c in range(8)] == [0, 2, 4, 6, 1, 3, 5, 7]
+    assert out.is_contiguous(memory_format=memory_format)
 
 
 def test_edge_weights_decide_the_edges_of_the_genotype():
