@@ -176,12 +176,17 @@ class ParetoCallback(Callback):
         dedupe: keep only the latest record per ``arch`` string (a sub-network scored again
             with better-trained shared weights replaces its old record).
         plot: write ``pareto.png``.
+        from_strategy: after each validation, add the architectures the strategy derived
+            or scored (``scored_architectures()``: every one-shot strategy) with their
+            accuracy, parameters, FLOPs and, from a
+            :class:`~lightning_nas.callbacks.latency.LatencyProfiler` of the same trainer,
+            latency. Records of epochs without validation accuracy are skipped.
     """
 
     def __init__(self, *, objectives: dict[str, str] | None = None, dirpath: str | None = None,
                  reference: list[float] | None = None, score_key: str | None = None,
                  every_n_epochs: int = 1, log_wandb: bool = True, wandb_key: str = "pareto",
-                 dedupe: bool = True, plot: bool = True):
+                 dedupe: bool = True, plot: bool = True, from_strategy: bool = False):
         self.objectives = as_objectives(objectives)
         if reference is not None and len(reference) != len(self.objectives):
             raise ValueError(f"reference has {len(reference)} values for "
@@ -196,6 +201,8 @@ class ParetoCallback(Callback):
         self.wandb_key = wandb_key
         self.dedupe = dedupe
         self.plot = plot
+        self.from_strategy = from_strategy
+        self._costs: Any = None  # a costs-only profiler when the trainer has no profiler
         self._records: dict[Any, dict[str, Any]] = {}
         self._count = 0
         self._dirty = False
@@ -283,10 +290,47 @@ class ParetoCallback(Callback):
         return summary
 
     # --- Lightning hooks -------------------------------------------------------------
+    def _profiler(self, trainer: L.Trainer) -> Any:
+        from lightning_nas.callbacks.latency import LatencyProfiler
+
+        found = next((c for c in trainer.callbacks if isinstance(c, LatencyProfiler)), None)
+        if found is None and self._costs is None:
+            self._costs = LatencyProfiler(costs_only=True)
+        return found or self._costs
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.from_strategy:
+            return
+        names = [n for n, _ in self.objectives]
+        measured = {"accuracy", "latency_ms", "params", "flops"}
+        if "latency_ms" in names and self._profiler(trainer) is self._costs:
+            raise ValueError("ParetoCallback(from_strategy=True) has objective latency_ms but "
+                             "the trainer has no LatencyProfiler: stack callbacks/latency.yaml "
+                             "or use objectives {accuracy: max, params: min}")
+        unknown = sorted(set(names) - measured)
+        if unknown:
+            raise ValueError(f"ParetoCallback(from_strategy=True) measures {sorted(measured)}; "
+                             f"objectives {unknown} have no source")
+
+    def collect(self, trainer: L.Trainer, pl_module: L.LightningModule) -> int:
+        """Add this epoch's architectures of the strategy; returns how many were added."""
+        added = 0
+        for r in self._profiler(trainer).profile(trainer, pl_module):
+            if r.get("accuracy") is None:
+                continue
+            self.add({key: r[key] for key in ("arch", "accuracy", "latency_ms", "params",
+                                              "flops", "epoch", "name") if key in r})
+            added += 1
+        return added
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # on_validation_end runs after every on_validation_epoch_end (callbacks' AND the
         # module's), so records a strategy adds in its own epoch-end hook are included.
-        if trainer.sanity_checking or not self._dirty:
+        if trainer.sanity_checking:
+            return
+        if self.from_strategy:
+            self.collect(trainer, pl_module)
+        if not self._dirty:
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return

@@ -15,6 +15,7 @@ a measurement or a prediction. :class:`MeasuredLatency` is the measuring impleme
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +47,8 @@ class LatencyResult:
         batch_size: samples per forward pass.
         input_shape: shape of one sample (no batch dimension).
         hardware: human-readable device name (CPU model / GPU name and thread count).
+        p25_ms: first quartile.
+        p75_ms: third quartile (``iqr_ms = p75_ms - p25_ms``).
     """
 
     median_ms: float
@@ -59,6 +62,8 @@ class LatencyResult:
     batch_size: int
     input_shape: tuple[int, ...]
     hardware: str = ""
+    p25_ms: float = math.nan
+    p75_ms: float = math.nan
 
     @classmethod
     def from_times(cls, times_ms: Sequence[float], *, device: str, batch_size: int,
@@ -74,6 +79,7 @@ class LatencyResult:
             p10_ms=float(p10), p90_ms=float(p90), iqr_ms=float(p75 - p25),
             repeats=int(t.size), device=str(device), batch_size=int(batch_size),
             input_shape=tuple(int(s) for s in input_shape), hardware=hardware,
+            p25_ms=float(p25), p75_ms=float(p75),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+
+
+class ScoredArch(NamedTuple):
+    """An architecture a strategy derived or scored this epoch (``scored_architectures()``).
+
+    ``accuracy`` is a fraction in [0, 1] from the strategy's own estimate (one-shot: the
+    supernet's; None when the epoch had no validation)."""
+
+    name: str
+    arch: Any
+    accuracy: float | None
+
+
+def logged_value(module: Any, key: str) -> float | None:
+    """``trainer.callback_metrics[key]`` as a float (None when absent or not attached)."""
+    trainer = getattr(module, "_trainer", None)
+    value = None if trainer is None else trainer.callback_metrics.get(key)
+    return None if value is None else float(value)
 
 
 def average_gradients(trainer: Any, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:

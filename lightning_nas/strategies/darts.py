@@ -37,6 +37,8 @@ from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.spaces.darts import DartsSpace
 from lightning_nas.spaces.supernet import WeightedSupernet, supernet_of
 from lightning_nas.strategies.common import (
+    ScoredArch,
+    logged_value,
     checkpoint_record,
     cosine_schedule,
     path_gradients,
@@ -217,6 +219,11 @@ class DartsSearch(L.LightningModule):
     def current_arch(self) -> Arch:
         """The discrete architecture of the current alphas (DARTS: top-2 edges per node)."""
         return self.supernet.derive(self.mixing_weights())
+
+    def scored_architectures(self) -> list[ScoredArch]:
+        """The derived architecture with the supernet's validation accuracy (callbacks:
+        latency profiling, Pareto front)."""
+        return [ScoredArch("derived", self.current_arch(), logged_value(self, "val/acc"))]
 
     def arch_summary(self) -> dict[str, Any]:
         """Softmaxed alphas per cell as nested lists (num_edges x num_ops) for the history."""

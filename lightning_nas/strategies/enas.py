@@ -45,6 +45,8 @@ from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.spaces.darts import DartsSpace
 from lightning_nas.spaces.supernet import supernet_of
 from lightning_nas.strategies.common import (
+    ScoredArch,
+    logged_value,
     checkpoint_record,
     cosine_schedule,
     assign_gradients,
@@ -205,6 +207,10 @@ class ENAS(L.LightningModule):
     def current_arch(self) -> Arch:
         """The best of the paths drawn after the last controller phase."""
         return self.best_arch
+
+    def scored_architectures(self) -> list[ScoredArch]:
+        """The current best path with its validation accuracy (callbacks)."""
+        return [ScoredArch("best", self.best_arch, logged_value(self, "val/acc"))]
 
     def arch_summary(self) -> dict[str, Any]:
         """For history.jsonl: the baseline, the best path's reward and the last controller

@@ -15,7 +15,13 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_nas.checkpoints import load_checkpoint
 from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.spaces.darts import DartsSpace
-from lightning_nas.strategies.common import raise_if_not_finite, rng_state, set_rng_state
+from lightning_nas.strategies.common import (
+    ScoredArch,
+    logged_value,
+    raise_if_not_finite,
+    rng_state,
+    set_rng_state,
+)
 from lightning_nas.strategies.darts import OptimizerFactory, paper_weight_optimizer
 
 #: Name fragments of output layers that are re-initialised when the class count changes.
@@ -178,6 +184,10 @@ class FixedArchitecture(L.LightningModule):
 
     def current_arch(self) -> Arch:
         return self.arch
+
+    def scored_architectures(self) -> list[ScoredArch]:
+        """The trained architecture with its validation accuracy (callbacks)."""
+        return [ScoredArch("arch", self.arch, logged_value(self, "val/acc"))]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lightning_nas"] = {

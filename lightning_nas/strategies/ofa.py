@@ -47,6 +47,8 @@ from lightning_nas.spaces.base import Arch, ArchError, SearchSpace
 from lightning_nas.spaces.mobilenet import MobileNetV3Network, MobileNetV3Space
 from lightning_nas.spaces.mobilenet_supernet import OFASupernet, recalibrate_bn, resize_to
 from lightning_nas.strategies.common import (
+    ScoredArch,
+    logged_value,
     average_gradients,
     raise_if_not_finite,
     rng_state,
@@ -502,6 +504,12 @@ class OnceForAll(L.LightningModule):
 
     def current_arch(self) -> Arch:
         return self.space.largest()
+
+    def scored_architectures(self) -> list[ScoredArch]:
+        """The tracked subnets (``eval_subnets``) with their validation accuracy after BN
+        recalibration (callbacks: latency profiling, Pareto front)."""
+        return [ScoredArch(name, arch, logged_value(self, f"val/acc_{name}"))
+                for name, arch in self.eval_archs.items()]
 
     # -- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -39,6 +39,7 @@ from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.spaces.darts import DartsSpace
 from lightning_nas.spaces.supernet import supernet_of
 from lightning_nas.strategies.common import (
+    ScoredArch,
     checkpoint_record,
     cosine_schedule,
     path_gradients,
@@ -197,6 +198,14 @@ class SPOS(L.LightningModule):
         """The best of the ``eval_paths`` fixed paths at the last validation."""
         return self.best_arch
 
+    def scored_architectures(self) -> list[ScoredArch]:
+        """Every fixed evaluation path with its inherited accuracy at the last validation,
+        the best first (callbacks: latency profiling, Pareto front)."""
+        acc = getattr(self, "eval_accuracy", None) or [None] * len(self.eval_archs)
+        order = sorted(range(len(self.eval_archs)),
+                       key=lambda k: -(acc[k] if acc[k] is not None else -1.0))
+        return [ScoredArch(f"path{k}", self.eval_archs[k], acc[k]) for k in order]
+
     # -- training ---------------------------------------------------------------------------
     def configure_optimizers(self):
         opt = self.weight_optimizer_factory(self.supernet.parameters())
@@ -251,6 +260,7 @@ class SPOS(L.LightningModule):
             correct = self.trainer.strategy.reduce(correct, reduce_op="sum")
             seen = self.trainer.strategy.reduce(seen, reduce_op="sum")
         acc = correct / seen.clamp_min(1)  # (eval_paths,) fractions
+        self.eval_accuracy = acc.tolist()
         self.best_arch = self.eval_archs[int(acc.argmax())]
         self.log("val/acc", acc.mean(), prog_bar=True)
         self.log("val/acc_best", acc.max())
