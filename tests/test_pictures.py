@@ -56,10 +56,10 @@ def assert_real_png(path: Path, min_bytes: int = 5000) -> None:
     with Image.open(path) as image:
         assert image.format == "PNG"
         assert image.width >= 300 and image.height >= 200
-        pixels = np.asarray(image.convert("RGB"))
-    colours = np.unique(pixels.reshape(-1, 3), axis=0)
+        rgb = image.convert("RGB")
+        colours = rgb.getcolors(maxcolors=1 << 24)  # [(count, colour), ...]
     assert len(colours) > 20  # text, arrows, fills: not a blank image
-    assert (pixels != pixels[0, 0]).any(axis=-1).mean() > 0.01
+    assert max(count for count, _ in colours) < 0.99 * rgb.width * rgb.height
 
 
 def test_darts_v2_cells_are_labelled_with_the_genotype_ops_in_order():
