@@ -1,4 +1,4 @@
-"""Lightning callbacks: zero-cost scoring and learning-curve early stopping.
+"""Lightning callbacks: zero-cost scoring, learning-curve early stopping, architecture pictures.
 
 Imported on first use (each pulls in Lightning and its estimation module).
 """
@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from lightning_nas.callbacks.early_stopping import LearningCurveEarlyStopping
+    from lightning_nas.callbacks.pictures import ArchPictures
     from lightning_nas.callbacks.zero_cost import ZeroCostScoring
 
-__all__ = ["LearningCurveEarlyStopping", "ZeroCostScoring"]
+__all__ = ["ArchPictures", "LearningCurveEarlyStopping", "ZeroCostScoring"]
 
-_HOMES = {"LearningCurveEarlyStopping": "lightning_nas.callbacks.early_stopping",
+_HOMES = {"ArchPictures": "lightning_nas.callbacks.pictures",
+          "LearningCurveEarlyStopping": "lightning_nas.callbacks.early_stopping",
           "ZeroCostScoring": "lightning_nas.callbacks.zero_cost"}
 
 
