@@ -15,7 +15,13 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_nas.checkpoints import load_checkpoint
 from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.spaces.darts import DartsSpace
-from lightning_nas.strategies.common import raise_if_not_finite, rng_state, set_rng_state
+from lightning_nas.strategies.common import (
+    data_input_shape,
+    raise_if_not_finite,
+    rng_state,
+    set_rng_state,
+    space_spec,
+)
 from lightning_nas.strategies.darts import OptimizerFactory, paper_weight_optimizer
 
 #: Name fragments of output layers that are re-initialised when the class count changes.
@@ -184,6 +190,9 @@ class FixedArchitecture(L.LightningModule):
             "strategy": f"{type(self).__module__}.{type(self).__qualname__}",
             "arch": self.arch.to_dict(),
             "string": self.space.to_string(self.arch),
+            # what `lightning-nas export` needs to rebuild the network without the config
+            "space": space_spec(self.space) if hasattr(self.space, "config") else None,
+            "input_shape": data_input_shape(self),
             "rng": rng_state(),
         }
 

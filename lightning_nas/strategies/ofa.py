@@ -48,6 +48,7 @@ from lightning_nas.spaces.mobilenet import MobileNetV3Network, MobileNetV3Space
 from lightning_nas.spaces.mobilenet_supernet import OFASupernet, recalibrate_bn, resize_to
 from lightning_nas.strategies.common import (
     average_gradients,
+    data_input_shape,
     raise_if_not_finite,
     rng_state,
     set_rng_state,
@@ -517,6 +518,7 @@ class OnceForAll(L.LightningModule):
                          "dropout": self.supernet.dropout_p},
             "phases": [asdict(r.phase) for r in self.phases],
             "phase": phase.index,
+            "input_shape": data_input_shape(self),
             "rng": rng_state(),
         }
 
