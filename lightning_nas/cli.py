@@ -4,7 +4,8 @@
   YAML picks the strategy (``model.class_path``) and the data module (``data.class_path``).
   ``data.num_classes`` / ``data.in_channels`` are linked into the model.
 * ``lightning-nas export --ckpt run/checkpoints/last.ckpt [--out arch.json]``: the
-  architecture stored in a checkpoint, as JSON.
+  architecture stored in a checkpoint, as JSON; ``--format onnx|torchscript`` writes its
+  network instead (``checkpoint_networks``; a Once-for-All checkpoint needs ``--subnet``).
 * ``lightning-nas search --config configs/search/...``: multi-trial search (ask/tell loop).
 """
 
@@ -19,6 +20,13 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from lightning_nas.checkpoint_networks import (
+    OFA_STRATEGY,
+    SubnetRequiredError,
+    network_from_checkpoint,
+    parse_input_shape,
+    subnet_choices_message,
+)
 from lightning_nas.checkpoints import CheckpointError, checkpoint_strategy, load_checkpoint
 from lightning_nas.run_folder import keep_csv_rows
 from lightning_nas.spaces.base import Arch
@@ -175,21 +183,44 @@ def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> NASCLI
         sys.argv = saved_argv
 
 
+EXPORT_FORMATS = ("json", "onnx", "torchscript")
+
+
 def export(argv: list[str]) -> Path:
-    """``lightning-nas export``: write the architecture a checkpoint holds as arch.json."""
-    parser = argparse.ArgumentParser(prog="lightning-nas export",
-                                     description="checkpoint -> arch.json")
+    """``lightning-nas export``: the architecture of a checkpoint as arch.json (default), or
+    its network as ONNX / TorchScript (checked against PyTorch after writing)."""
+    parser = argparse.ArgumentParser(
+        prog="lightning-nas export",
+        description="checkpoint -> arch.json, or its network as ONNX / TorchScript. Networks: "
+        "a FixedArchitecture checkpoint gives its trained network; a Once-for-All checkpoint "
+        "needs --subnet (the subnet with the supernet's weights); a one-shot search checkpoint "
+        "(DARTS, PC-DARTS, GDAS, ENAS, SPOS) gives the derived architecture's standalone "
+        "network, with the supernet's weights where the space extracts a standalone subnet "
+        "(NAS-Bench-201, MobileNetV3) and UNTRAINED otherwise (DARTS cells: train it with "
+        "FixedArchitecture first)")
     parser.add_argument("--ckpt", required=True, help="a checkpoint written by lightning-nas fit")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="json",
+                        help="json: the architecture (arch.json); onnx: the network as ONNX "
+                        "(opset 17, dynamic batch; ONNX Runtime's output is checked against "
+                        "PyTorch's within 1e-4; needs lightning-nas[export]); torchscript: a "
+                        "traced network (.pt, checked within 1e-5)")
     parser.add_argument("--out", default=None,
-                        help="output JSON path (default: <checkpoint>.arch.json beside it, so the "
-                        "run's own arch.json is never overwritten); with --subnet a folder")
+                        help="output path (default beside the checkpoint: <stem>.arch.json, so "
+                        "the run's own arch.json is never overwritten, <stem>.onnx or "
+                        "<stem>.pt); for json with --subnet a folder")
     parser.add_argument("--subnet", default=None,
-                        help="Once-for-All checkpoints: extract this subnet (string form "
-                        "r..|d..|k..|e.., or 'largest'/'smallest') with its inherited weights as "
-                        "arch.json + subnet.ckpt for FixedArchitecture (init_from); batch-norm "
-                        "statistics are the supernet's, so fine-tune or recalibrate before "
-                        "reporting accuracy")
+                        help="Once-for-All checkpoints (required for them): the subnet, as "
+                        "'largest', 'smallest' or a string r..|d..|k..|e..; with json it is "
+                        "extracted with its inherited weights as arch.json + subnet.ckpt for "
+                        "FixedArchitecture (init_from); batch-norm statistics are the "
+                        "supernet's, so fine-tune or recalibrate before reporting accuracy")
+    parser.add_argument("--input-shape", default=None, metavar="C,H,W",
+                        help="input shape of one image for onnx/torchscript (default: from the "
+                        "checkpoint: the data it was trained on, or the subnet's resolution)")
     opts = parser.parse_args(argv)
+    if opts.format != "json":
+        return export_network(opts.ckpt, opts.format, opts.out, subnet=opts.subnet,
+                              input_shape=opts.input_shape)
     if opts.subnet is not None:
         return export_subnet(opts.ckpt, opts.subnet, opts.out)
     checkpoint = load_checkpoint(opts.ckpt)
@@ -197,6 +228,11 @@ def export(argv: list[str]) -> Path:
     if not info or "arch" not in info:
         raise CheckpointError(f"{opts.ckpt} was not written by a lightning-nas strategy (no "
                          "architecture inside); export works on checkpoints of `lightning-nas fit`")
+    if checkpoint_strategy(checkpoint) == OFA_STRATEGY:  # its "arch" is only the largest net
+        from lightning_nas.spaces.mobilenet import MobileNetV3Space
+
+        raise SubnetRequiredError(subnet_choices_message(
+            opts.ckpt, MobileNetV3Space(**info["space"])))
     arch = Arch.from_dict(info["arch"])
     out = Path(opts.out) if opts.out else Path(opts.ckpt).with_suffix(".arch.json")
     arch.save(out, string=info.get("string"), epoch=checkpoint.get("epoch"),
@@ -204,6 +240,40 @@ def export(argv: list[str]) -> Path:
     print(info.get("string") or arch.to_json())
     print(f"wrote {out}")
     return out
+
+
+def export_network(ckpt: str, fmt: str, out: str | None, *, subnet: str | None = None,
+                   input_shape: str | None = None) -> Path:
+    """Write the network of checkpoint ``ckpt`` as ``fmt`` (``onnx`` or ``torchscript``) to
+    ``out`` (default ``<stem>.onnx`` / ``<stem>.pt`` beside it) and check the file's outputs
+    against PyTorch's on a seeded random batch of 2."""
+    import torch
+
+    from lightning_nas.hardware import onnx_export
+
+    if fmt == "onnx":
+        onnx_export.require_onnx()  # before any work
+    shape = parse_input_shape(input_shape) if input_shape else None
+    target = network_from_checkpoint(ckpt, subnet=subnet, input_shape=shape)
+    if target.input_shape is None:
+        raise ValueError(f"{ckpt} does not say which input size its network takes (no data "
+                         "shape recorded); give it with --input-shape C,H,W, e.g. 3,32,32")
+    example = torch.randn(2, *target.input_shape, generator=torch.Generator().manual_seed(0))
+    suffix = ".onnx" if fmt == "onnx" else ".pt"
+    path = Path(out) if out else Path(ckpt).with_suffix(suffix)
+    print(target.space.to_string(target.arch))
+    print(f"network: {target.note}; input (B, {', '.join(map(str, target.input_shape))})")
+    if fmt == "onnx":
+        onnx_export.export_onnx(target.net, example, path)
+        diff = onnx_export.check_onnx(target.net, path, example, atol=1e-4)
+        print(f"wrote {path} (ONNX opset {onnx_export.OPSET}, dynamic batch)")
+        print(f"ONNX Runtime vs PyTorch: max |difference| of the logits {diff:.3g} "
+              "(tolerance 1e-4)")
+    else:
+        onnx_export.export_torchscript(target.net, example, path)
+        print(f"wrote {path} (TorchScript, traced; outputs equal PyTorch's within "
+              f"{onnx_export.TORCHSCRIPT_ATOL:g})")
+    return path
 
 
 def export_subnet(ckpt: str, subnet: str, out: str | None) -> Path:

@@ -93,10 +93,22 @@ def cosine_schedule(module: Any, optimizer: torch.optim.Optimizer, lr_min: float
 
 def checkpoint_record(module: Any, arch: Any, **extra: Any) -> dict[str, Any]:
     """``checkpoint["lightning_nas"]`` of a strategy: its class, the architecture (dict and
-    string, for ``lightning-nas export``), the RNG states and ``extra``."""
+    string, for ``lightning-nas export``), the data's input shape, the RNG states and
+    ``extra``."""
     return {"strategy": f"{type(module).__module__}.{type(module).__qualname__}",
-            "arch": arch.to_dict(), "string": module.space.to_string(arch), **extra,
-            "rng": rng_state()}
+            "arch": arch.to_dict(), "string": module.space.to_string(arch),
+            "input_shape": data_input_shape(module), **extra, "rng": rng_state()}
+
+
+def data_input_shape(module: Any) -> list[int] | None:
+    """``[C, H, W]`` of the images of the data module the module is trained on (its
+    ``in_channels`` and ``image_size``), for ``lightning-nas export``; None without one."""
+    trainer = getattr(module, "_trainer", None)
+    data = getattr(trainer, "datamodule", None) if trainer is not None else None
+    channels, size = getattr(data, "in_channels", None), getattr(data, "image_size", None)
+    if isinstance(channels, int) and isinstance(size, int):
+        return [channels, size, size]
+    return None
 
 
 def path_gradients(trainer: Any, loss: torch.Tensor, params: Sequence[torch.nn.Parameter]

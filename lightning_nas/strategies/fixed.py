@@ -17,10 +17,12 @@ from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.spaces.darts import DartsSpace
 from lightning_nas.strategies.common import (
     ScoredArch,
+    data_input_shape,
     logged_value,
     raise_if_not_finite,
     rng_state,
     set_rng_state,
+    space_spec,
 )
 from lightning_nas.strategies.darts import OptimizerFactory, paper_weight_optimizer
 
@@ -194,6 +196,9 @@ class FixedArchitecture(L.LightningModule):
             "strategy": f"{type(self).__module__}.{type(self).__qualname__}",
             "arch": self.arch.to_dict(),
             "string": self.space.to_string(self.arch),
+            # what `lightning-nas export` needs to rebuild the network without the config
+            "space": space_spec(self.space) if hasattr(self.space, "config") else None,
+            "input_shape": data_input_shape(self),
             "rng": rng_state(),
         }
 

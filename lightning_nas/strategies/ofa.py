@@ -50,6 +50,7 @@ from lightning_nas.strategies.common import (
     ScoredArch,
     logged_value,
     average_gradients,
+    data_input_shape,
     raise_if_not_finite,
     rng_state,
     set_rng_state,
@@ -525,6 +526,7 @@ class OnceForAll(L.LightningModule):
                          "dropout": self.supernet.dropout_p},
             "phases": [asdict(r.phase) for r in self.phases],
             "phase": phase.index,
+            "input_shape": data_input_shape(self),
             "rng": rng_state(),
         }
 
