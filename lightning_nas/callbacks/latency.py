@@ -19,8 +19,10 @@ table of the space, e.g. ``python -m lightning_nas.hardware.cell_latency``) the 
 prediction is recorded too, and ``predict_only`` skips the measurement.
 
 Results go to every logger (``latency/<name>_ms``, ``latency/<name>_iqr_ms``,
-``cost/<name>_params``, ``cost/<name>_mflops``) and to ``latency.json`` in the run folder
-(``{"target", "hardware", "records": [...]}``, one record per architecture per epoch). A
+``cost/<name>_params``, ``cost/<name>_mflops``; targets other than ``cpu`` log
+``latency/<target>/<name>_ms``) and to ``latency.json`` in the run folder
+(``{"target", "hardware", "records": [...]}``, one record per architecture per epoch;
+``latency_<target>.json`` for the other targets, so several profilers can share a run). A
 :class:`~lightning_nas.callbacks.pareto.ParetoCallback` with ``from_strategy=True`` takes its
 candidates from here. Measurement runs on global rank 0 only; it costs about
 ``(warmup + repeats) x`` one forward pass per architecture and epoch.
@@ -46,6 +48,7 @@ from torch import nn
 from lightning_nas.callbacks.export import run_dir
 from lightning_nas.hardware.latency import LatencyResult, device_name, measure_latency
 from lightning_nas.hardware.metrics import count_flops, count_parameters, make_input
+from lightning_nas.hardware.onnx_export import LogitsOnly
 
 __all__ = ["LatencyProfiler", "TARGETS", "measure_on_target", "architectures_of"]
 
@@ -69,21 +72,6 @@ def architectures_of(module: Any) -> list[tuple[str, Any, float | None]]:
         return [("current", module.current_arch(), None if value is None else float(value))]
     raise TypeError(f"{type(module).__name__} has neither scored_architectures() nor "
                     "current_arch(): the latency profiler needs a search strategy")
-
-
-def _logits_only(net: nn.Module) -> nn.Module:
-    """``net`` whose forward returns only the logits (DARTS networks return (logits, aux))."""
-
-    class LogitsOnly(nn.Module):
-        def __init__(self, inner: nn.Module):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            out = self.inner(x)
-            return out[0] if isinstance(out, (tuple, list)) else out
-
-    return LogitsOnly(net)
 
 
 def _time_onnxruntime(net: nn.Module, input_shape: Sequence[int], *, batch_size: int,
@@ -116,7 +104,7 @@ def measure_on_target(net: nn.Module, input_shape: Sequence[int], target: str, *
     """Latency of one forward pass of a ``(batch_size, *input_shape)`` batch on ``target``
     (ms per batch; see the module docstring for the targets)."""
     target = _check_target(target)
-    net = _logits_only(net).eval()
+    net = LogitsOnly(net).eval()
     if target == "onnxruntime":
         return _time_onnxruntime(net, input_shape, batch_size=batch_size, warmup=warmup,
                                  repeats=repeats, num_threads=num_threads or 1, clock=clock)
@@ -243,7 +231,7 @@ class LatencyProfiler(Callback):
                      shape: Sequence[int], batch: int, classes: int | None, epoch: int,
                      step: int) -> dict[str, Any]:
         net, net_shape = self.network(module, arch, shape, classes)
-        flops = count_flops(_logits_only(net), tuple(net_shape)).flops_per_sample
+        flops = count_flops(LogitsOnly(net), tuple(net_shape)).flops_per_sample
         record: dict[str, Any] = {
             "epoch": epoch, "step": step, "name": name, "arch": module.space.to_string(arch),
             "accuracy": accuracy, "target": self.target, "batch_size": batch,
@@ -274,12 +262,13 @@ class LatencyProfiler(Callback):
         if not trainer.is_global_zero or not records or self.costs_only:
             return
         metrics: dict[str, float] = {}
+        prefix = "latency/" if self.target == "cpu" else f"latency/{self.target}/"
         for r in records:
-            metrics[f"latency/{r['name']}_ms"] = r["latency_ms"]
+            metrics[f"{prefix}{r['name']}_ms"] = r["latency_ms"]
             if "iqr_ms" in r:
-                metrics[f"latency/{r['name']}_iqr_ms"] = r["iqr_ms"]
+                metrics[f"{prefix}{r['name']}_iqr_ms"] = r["iqr_ms"]
             if "predicted_ms" in r:
-                metrics[f"latency/{r['name']}_predicted_ms"] = r["predicted_ms"]
+                metrics[f"{prefix}{r['name']}_predicted_ms"] = r["predicted_ms"]
             metrics[f"cost/{r['name']}_params"] = float(r["params"])
             metrics[f"cost/{r['name']}_mflops"] = r["flops"] / 1e6
         metrics["epoch"] = trainer.current_epoch
@@ -297,9 +286,10 @@ class LatencyProfiler(Callback):
         hardware = next((r["hardware"] for r in reversed(self.records) if "hardware" in r),
                         "table prediction" if self.predict_only else device_name("cpu"))
         payload = {"target": self.target, "hardware": hardware, "records": self.records}
-        tmp = folder / "latency.json.tmp"
+        name = "latency.json" if self.target == "cpu" else f"latency_{self.target}.json"
+        tmp = folder / (name + ".tmp")
         tmp.write_text(json.dumps(payload, indent=1, default=_json_default) + "\n")
-        os.replace(tmp, folder / "latency.json")  # a reader never sees half a file
+        os.replace(tmp, folder / name)  # a reader never sees half a file
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
