@@ -176,6 +176,11 @@ class LatencyProfiler(Callback):
         self._table: Any = None
         self._profiled: dict[int, list[dict[str, Any]]] = {}  # epoch -> its records
 
+    @property
+    def state_key(self) -> str:
+        """One per target: a CPU and an ONNX Runtime profiler can share a trainer."""
+        return self._generate_state_key(target=self.target)
+
     # --- what is measured -------------------------------------------------------------
     def _data_shape(self, trainer: L.Trainer) -> tuple[list[int], int, int | None]:
         """(one sample [C, H, W], batch size, classes) from the data module / settings."""
