@@ -20,7 +20,7 @@ import html
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,7 +170,10 @@ def _read_config(run_dir: Path, report: Report) -> tuple[str | None, dict[str, A
     except yaml.YAMLError as err:
         report.skip(f"config.yaml: not valid YAML ({str(err).splitlines()[0]}); shown as text")
         return text, {}
-    return text, data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        report.skip("config.yaml: not a mapping of settings; shown as text only")
+        return text, {}
+    return text, data
 
 
 def _journal(run_dir: Path, report: Report) -> list[dict[str, Any]]:
@@ -442,8 +445,10 @@ def _summary_section(report: Report, config: Mapping[str, Any], arch: Any,
         if _class_name(config, key):
             rows.append((label, _class_name(config, key)))
     data = _class_name(config, "data")
-    if data is None and isinstance(config.get("evaluator"), dict):
-        data = _class_name(config["evaluator"].get("init_args") or {}, "data")
+    evaluator_args = (config.get("evaluator") or {}).get("init_args") \
+        if isinstance(config.get("evaluator"), dict) else None
+    if data is None and isinstance(evaluator_args, dict):
+        data = _class_name(evaluator_args, "data")
     if data:
         rows.append(("dataset", data))
     epochs = sorted({int(e) for s in series.values() for e in s} |
@@ -543,6 +548,12 @@ def _history_section(history: Sequence[Mapping[str, Any]]) -> str | None:
                   ([r.get("epoch"), r.get(key), r.get("string")] for r in history))
 
 
+def _metrics_of(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A journal record's ``metrics`` mapping (empty when missing or malformed)."""
+    metrics = record.get("metrics")
+    return metrics if isinstance(metrics, dict) else {}
+
+
 def _trials_section(report: Report, journal: Sequence[Mapping[str, Any]]) -> str | None:
     """The search journal: the objective over trials and a table of the trials."""
     if not journal:
@@ -567,16 +578,15 @@ def _trials_section(report: Report, journal: Sequence[Mapping[str, Any]]) -> str
         fig.tight_layout()
         parts.append(_img(report, _figure_png(fig), "objective over trials",
                           f"objective of the {len(points)} ok trials"))
-    metric_names = sorted({k for r in journal if isinstance(r.get("metrics"), dict)
-                           for k, v in r["metrics"].items() if _number(v) is not None})[:6]
+    metric_names = sorted({k for r in journal for k, v in _metrics_of(r).items()
+                           if _number(v) is not None})[:6]
     columns = [*(["budget"] if any("budget" in r for r in journal) else []),
                "trial", "status", "objective", *metric_names, "arch"]
     shown = journal[:MAX_TRIAL_ROWS]
     if len(journal) > len(shown):
         parts.append(f"<p>first {len(shown)} of {len(journal)} trials</p>")
     parts.append(_table(columns, ([r.get(c) if c not in metric_names else
-                                   (r.get("metrics") or {}).get(c) for c in columns]
-                                  for r in shown)))
+                                   _metrics_of(r).get(c) for c in columns] for r in shown)))
     return "".join(parts)
 
 
@@ -602,6 +612,19 @@ def check_run_dir(run_dir: str | Path) -> Path:
     return path
 
 
+def _guarded(report: Report, title: str, build: Callable[[], str | None]) -> str | None:
+    """``build()``; data of a shape no run writes (a hand-edited file) is noted instead of
+    failing the whole report."""
+    images = report.images
+    try:
+        return build()
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as err:
+        report.images = images  # a half-built section's pictures are not on the page
+        report.skip(f"{title}: not shown, its data has an unexpected shape "
+                    f"({type(err).__name__}: {err})")
+        return None
+
+
 def build_report(run_dir: str | Path) -> tuple[str, Report]:
     """The report's HTML and its :class:`Report` (notes, number of images)."""
     report = Report(check_run_dir(run_dir))
@@ -610,21 +633,25 @@ def build_report(run_dir: str | Path) -> tuple[str, Report]:
     header, rows = _read_metrics(folder / "metrics.csv", report)
     history = _read_jsonl(folder / "history.jsonl", report)
     arch = _read_json(folder / "arch.json", report)
+    if arch is not None and not isinstance(arch, dict):
+        report.skip("arch.json: not a JSON object; not shown")
+        arch = None
     journal = _journal(folder, report)
     series = epoch_metrics(header, rows)
 
-    bodies = {
-        "summary": _summary_section(report, config, arch, history, series, journal),
-        "architecture": _pictures_section(report),
-        "metrics": _metrics_section(report, header, rows),
-        "alphas": _alphas_section(report, history),
-        "pareto": _pareto_section(report),
-        "latency": _latency_section(report),
-        "trials": _trials_section(report, journal),
-        "history": _history_section(history),
-        "config": f"<pre>{_e(config_text)}</pre>" if config_text is not None else None,
+    builders = {
+        "summary": lambda: _summary_section(report, config, arch, history, series, journal),
+        "architecture": lambda: _pictures_section(report),
+        "metrics": lambda: _metrics_section(report, header, rows),
+        "alphas": lambda: _alphas_section(report, history),
+        "pareto": lambda: _pareto_section(report),
+        "latency": lambda: _latency_section(report),
+        "trials": lambda: _trials_section(report, journal),
+        "history": lambda: _history_section(history),
+        "config": lambda: f"<pre>{_e(config_text)}</pre>" if config_text is not None else None,
     }
-    sections = [_section(anchor, title, bodies[anchor]) for anchor, title in SECTIONS]
+    sections = [_section(anchor, title, _guarded(report, title, builders[anchor]))
+                for anchor, title in SECTIONS]
     if report.notes:
         notes = "".join(f"<li>{_e(n)}</li>" for n in report.notes)
         sections.insert(1, f'<section id="skipped"><h2>Skipped while reading</h2>'

@@ -166,6 +166,26 @@ def test_a_partial_run_still_reports(tmp_path):
     assert "model: [unclosed" in page  # the config is still shown, as text
 
 
+def test_values_of_the_wrong_type_never_break_the_report(synthetic):
+    (synthetic / "latency.json").write_text(json.dumps({"target": ["x"], "records": [
+        "text", {"epoch": "one", "median_ms": None, "input_shape": {"a": 1}}]}))
+    (synthetic / "pareto.json").write_text(json.dumps({"objectives": [1, 2], "front": [
+        {"arch": None, "accuracy": "high"}, 3]}))
+    history = [{"epoch": "x", "alphas": {"normal": [[0.5, 0.5], [1.0]], "reduce": "no"}},
+               {"epoch": None, "string": {"nested": True}, "alphas": {"normal": [[1, 0]]}}]
+    (synthetic / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    (synthetic / "arch.json").write_text("[1, 2, 3]")
+    (synthetic / "candidates.jsonl").write_text(json.dumps(
+        {"trial": "a", "status": "ok", "metrics": [1], "objective": "NaN"}) + "\n")
+    (synthetic / "config.yaml").write_text("- just\n- a list\n")
+    page, report = build_report(synthetic)
+    for heading in HEADINGS:
+        assert f"<h2>{heading}</h2>" in page
+    assert page.count("<img") == report.images
+    notes = " | ".join(report.notes)
+    assert "arch.json: not a JSON object" in notes and "config.yaml: not a mapping" in notes
+
+
 def test_a_search_journal_fills_the_trials_section(tmp_path):
     folder = tmp_path / "search"
     folder.mkdir()
