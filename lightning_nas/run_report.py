@@ -309,6 +309,8 @@ def epoch_metrics(header: Sequence[str], rows: Sequence[Mapping[str, str]]
 def _group_of(name: str) -> str:
     """The chart a metric is drawn in: ``train/loss`` and ``val/loss`` share "loss"."""
     base = name.split(" (", 1)[0]
+    if base.startswith(("alpha/", "alphas/")) and base.endswith("_entropy"):
+        return "alpha entropy (nats)"
     for suffix in ("_step", "_epoch"):
         base = base.removesuffix(suffix)
     return base.rsplit("/", 1)[-1] if base.split("/", 1)[0] in ("train", "val", "test") \
@@ -332,14 +334,18 @@ def _metrics_section(report: Report, header: Sequence[str],
     for k, (group, names) in enumerate(groups.items()):
         ax = fig.add_subplot(nrows, cols, k + 1)
         for name in names:
-            epochs = list(series[name])
-            ax.plot(epochs, list(series[name].values()), marker="o", ms=3, label=name)
+            ax.plot(list(series[name]), list(series[name].values()), marker="o", ms=3,
+                    label=name)
         ax.set_title(group, fontsize=10)
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        epochs = sorted({e for name in names for e in series[name]})
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     chart = _img(report, _figure_png(fig), "metrics over epochs",
                  f"{len(series)} metrics of metrics.csv per epoch")
