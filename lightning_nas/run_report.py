@@ -339,6 +339,7 @@ def _metrics_section(report: Report, header: Sequence[str],
         ax.set_title(group, fontsize=10)
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
+        ax.ticklabel_format(axis="y", useOffset=False)  # values, not "1e-7 + 2.079" offsets
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
         epochs = sorted({e for name in names for e in series[name]})
@@ -385,7 +386,7 @@ def _alphas_heatmap(report: Report, record: Mapping[str, Any]) -> str | None:
     fig = _new_figure(5.2 * len(cells), 4.2)
     for k, (cell, matrix) in enumerate(cells.items()):
         ax = fig.add_subplot(1, len(cells), k + 1)
-        image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0)
+        image = ax.imshow(matrix, aspect="auto", cmap="viridis")  # colours span its own range
         n_ops = len(matrix[0])
         if isinstance(primitives, list) and len(primitives) == n_ops:
             ax.set_xticks(range(n_ops), [str(p) for p in primitives], rotation=60,
@@ -396,8 +397,11 @@ def _alphas_heatmap(report: Report, record: Mapping[str, Any]) -> str | None:
         ax.set_title(f"{cell} cell", fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
+    values = [v for matrix in cells.values() for row in matrix for v in row]
     return _img(report, _figure_png(fig), "alphas heatmap",
-                f"softmaxed alphas of epoch {record.get('epoch', '?')} (history.jsonl)")
+                f"softmaxed alphas of epoch {record.get('epoch', '?')} (history.jsonl), "
+                f"from {min(values):.4g} to {max(values):.4g}; each cell type coloured over "
+                "its own range")
 
 
 def _alphas_section(report: Report, history: Sequence[Mapping[str, Any]]) -> str | None:
