@@ -178,12 +178,13 @@ def _read_config(run_dir: Path, report: Report) -> tuple[str | None, dict[str, A
 
 def _journal(run_dir: Path, report: Report) -> list[dict[str, Any]]:
     """The search journal's records: ``candidates.jsonl``, or those of the per-budget
-    subfolders (each record then gets ``"budget"``: the subfolder's name)."""
+    subfolders ``budget_*`` of a search with latency budgets (each record then gets
+    ``"budget"``: the subfolder's name)."""
     top = run_dir / "candidates.jsonl"
     if top.is_file():
         return _read_jsonl(top, report)
     records = []
-    for path in sorted(run_dir.glob("*/candidates.jsonl")):
+    for path in sorted(run_dir.glob("budget_*/candidates.jsonl")):
         for record in _read_jsonl(path, report):
             records.append({**record, "budget": path.parent.name})
     return records
@@ -614,7 +615,7 @@ def check_run_dir(run_dir: str | Path) -> Path:
         raise NotARunError(f"no run folder at {str(path)!r}; give the folder `lightning-nas "
                            "fit` or `search` wrote (e.g. runs/quickstart)")
     if not any((path / m).is_file() for m in RUN_MARKERS) and \
-            not any(path.glob("*/candidates.jsonl")):
+            not any(path.glob("budget_*/candidates.jsonl")):
         raise NotARunError(f"{str(path)!r} is not a run folder: it holds none of "
                            f"{', '.join(RUN_MARKERS)}; give the folder `lightning-nas fit` or "
                            "`search` wrote (for a CSVLogger without fixed name/version: "

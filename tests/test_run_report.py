@@ -198,6 +198,18 @@ def test_a_search_journal_fills_the_trials_section(tmp_path):
     assert report.images == 1  # the objective over trials
 
 
+def test_a_search_with_latency_budgets_reads_every_budget_journal(tmp_path):
+    folder = tmp_path / "budgets"
+    for name, accuracy in (("budget_4ms", 0.6), ("budget_8ms", 0.8)):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "candidates.jsonl").write_text(json.dumps(
+            {"trial": 0, "status": "ok", "arch": f"arch-{name}", "objective": accuracy}) + "\n")
+    page, _ = build_report(folder)
+    assert "2 (2 ok)" in page and "arch-budget_4ms" in page and "arch-budget_8ms" in page
+    with pytest.raises(NotARunError):  # a folder of other runs is not a run
+        build_report(tmp_path)
+
+
 def test_not_a_run_folder_names_what_it_looked_for(tmp_path, capsys):
     with pytest.raises(NotARunError, match="no run folder at"):
         write_report(tmp_path / "missing")
