@@ -7,6 +7,8 @@
   architecture stored in a checkpoint, as JSON; ``--format onnx|torchscript`` writes its
   network instead (``checkpoint_networks``; a Once-for-All checkpoint needs ``--subnet``).
 * ``lightning-nas search --config configs/search/...``: multi-trial search (ask/tell loop).
+* ``lightning-nas report RUN_DIR [--out PATH]``: one self-contained HTML page of a run
+  (:mod:`lightning_nas.run_report`).
 """
 
 from __future__ import annotations
@@ -293,9 +295,14 @@ def export_subnet(ckpt: str, subnet: str, out: str | None) -> Path:
 
 
 def run(argv: list[str]) -> Any:
-    """Dispatch ``argv`` to ``export``, ``search`` or LightningCLI; errors propagate."""
+    """Dispatch ``argv`` to ``export``, ``search``, ``report`` or LightningCLI; errors
+    propagate."""
     if argv and argv[0] == "export":
         return export(argv[1:])
+    if argv and argv[0] == "report":
+        from lightning_nas.run_report import main_report
+
+        return main_report(argv[1:])
     if argv and argv[0] == "search":
         from lightning_nas.search.cli import main_search
 
