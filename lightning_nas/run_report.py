@@ -495,13 +495,35 @@ def _summary_section(report: Report, config: Mapping[str, Any], arch: Any,
 
 
 def _pictures_section(report: Report) -> str | None:
-    """The architecture pictures the run wrote (cells, network)."""
+    """The architecture pictures the run wrote (cells, network); without them, the cells of
+    ``arch.json`` drawn here (DARTS and NB201 cells need no space settings to draw)."""
     parts = []
     for name, caption in PICTURES:
         png = _png_file(report.run_dir / name, report)
         if png is not None:
             parts.append(_img(report, png, caption, f"{caption} ({name})"))
-    return "".join(parts) or None
+    return "".join(parts) or _drawn_pictures(report)
+
+
+def _drawn_pictures(report: Report) -> str | None:
+    """The cells of the run's ``arch.json`` drawn by :mod:`lightning_nas.pictures`."""
+    path = report.run_dir / "arch.json"
+    if not path.is_file():
+        return None
+    from lightning_nas.pictures import arch_pictures
+    from lightning_nas.spaces.base import Arch
+    from lightning_nas.spaces.darts import DartsSpace
+    from lightning_nas.spaces.nb201 import NB201Space
+
+    try:
+        arch = Arch.load(path)
+        space = {DartsSpace.name: DartsSpace, NB201Space.name: NB201Space}.get(arch.space)
+        figures = arch_pictures(space(), arch) if space is not None else {}
+        return "".join(_img(report, _figure_png(fig), name, f"{name} (drawn from arch.json)")
+                       for name, fig in figures.items()) or None
+    except Exception as err:  # a malformed arch.json must not cost the rest of the page
+        report.skip(f"arch.json: cannot be drawn ({type(err).__name__}: {err})")
+        return None
 
 
 def _pareto_section(report: Report) -> str | None:

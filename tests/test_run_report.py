@@ -250,10 +250,14 @@ def test_report_of_a_real_quickstart_run(quickstart_report):
     assert "DartsSearch" in page and "DigitsDataModule" in page
     assert "Genotype(normal=" in page  # arch.json's string
     assert "val/acc" in page
-    for heading in ("Summary", "Metrics over epochs", "Alphas", "History", "Config"):
+    for heading in ("Summary", "Architecture", "Metrics over epochs", "Alphas", "History",
+                    "Config"):
         section = page.split(f"<h2>{heading}</h2>", 1)[1].split("</section>", 1)[0]
         assert "not recorded in this run" not in section, heading
-    assert page.count("<img") == report.images >= 2  # metrics chart, alphas heatmap
+    # the run wrote no pictures: both cells are drawn from arch.json
+    assert page.count("(drawn from arch.json)") == 2
+    # 2 cells, metrics chart, alphas heatmap
+    assert page.count("<img") == report.images >= 4
 
 
 # --- (c) rendered by a real headless Chromium ------------------------------------------
