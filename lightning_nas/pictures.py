@@ -436,6 +436,12 @@ def _winners(last: Any, primitives: Sequence[str]) -> Any:
     return masked.argmax(axis=1)
 
 
+def _colour_range(values: Any) -> tuple[float, float]:
+    """(low, high) of a colour scale over ``values``' own range (never empty)."""
+    low, high = float(values.min()), float(values.max())
+    return (low, high) if high - low > 1e-9 else (low - 1e-3, high + 1e-3)
+
+
 def alpha_heatmap(records: Sequence[Mapping[str, Any]]) -> Figure:
     """Heatmaps of a differentiable search's softmaxed alphas, one column per cell type.
 
@@ -486,12 +492,15 @@ def alpha_heatmap(records: Sequence[Mapping[str, Any]]) -> Figure:
         bottom_bar = fig.add_axes(rect(x0 + plot_w + 0.95, bottom_pad, 0.12, plot_h))
         weights = np.asarray(last["alphas"][cell], dtype=float)  # (E, K)
         names = _edge_names(len(weights), 2 if cell in ("normal", "reduce") else 1)
-        image = top.imshow(weights, cmap="viridis", vmin=0.0, vmax=max(1e-9, weights.max()),
-                           aspect="auto")
+        # coloured over the values' own range: early in a search every alpha is within
+        # 1e-3 of uniform and a 0-based scale shows one flat colour
+        low, high = _colour_range(weights)
+        image = top.imshow(weights, cmap="viridis", vmin=low, vmax=high, aspect="auto")
+        digits = 2 if high - low > 0.05 else 3
         if weights.size <= 400:
             for (e, k), value in np.ndenumerate(weights):
-                top.text(k, e, f"{value:.2f}", ha="center", va="center", fontsize=6,
-                         color="black" if value > 0.6 * weights.max() else "white")
+                top.text(k, e, f"{value:.{digits}f}", ha="center", va="center", fontsize=6,
+                         color="black" if value > low + 0.6 * (high - low) else "white")
         top.set_xticks(range(len(primitives)), primitives, rotation=45, ha="right",
                        fontsize=7)
         top.set_yticks(range(len(names)), names, fontsize=7)
@@ -503,7 +512,8 @@ def alpha_heatmap(records: Sequence[Mapping[str, Any]]) -> Figure:
                    if cell in r["alphas"] and np.shape(r["alphas"][cell]) == weights.shape]
         track = np.stack([h[np.arange(len(winners)), winners] for h in history], axis=1)
         strongest = np.stack([_winners(h, primitives) for h in history], axis=1)  # (E, T)
-        image = bottom.imshow(track, cmap="magma", vmin=0.0, vmax=1.0, aspect="auto")
+        image = bottom.imshow(track, cmap="magma", vmin=_colour_range(track)[0],
+                              vmax=_colour_range(track)[1], aspect="auto")
         changed = np.argwhere(strongest != winners[:, None])
         if len(changed):
             bottom.scatter(changed[:, 1], changed[:, 0], marker="x", s=10, color="white",
