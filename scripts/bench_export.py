@@ -9,9 +9,10 @@ Networks (random weights, eval mode; latency does not depend on the values):
   the median choice of every dimension), extracted from the supernet (3x32x32).
 
 For each network and batch size (1 and 16) both runtimes use ``--threads`` intra-op threads
-(PyTorch: ``torch.set_num_threads``; ONNX Runtime: ``intra_op_num_threads``). After
-``--warmup`` runs of each, ``--repeats`` timed rounds alternate the two runtimes (which one
-goes first alternates too), so a change in the machine's load hits both alike. Reported: the
+(PyTorch: ``torch.set_num_threads``; ONNX Runtime: ``intra_op_num_threads``). The
+``--repeats`` timed runs of each come in alternating blocks of 10, each block after
+``--warmup`` untimed runs, so a change in the machine's load hits both alike (single calls
+must not alternate: each runtime's thread pool spin-waits after a call and slows the other). Reported: the
 median and the inter-quartile range (ms per batch) and ONNX Runtime's speed-up (PyTorch
 median / ORT median). The 1-minute load average before and after is recorded: on a shared
 machine the spread is the figure to read alongside the median.
@@ -90,8 +91,11 @@ def summary(times: list[float]) -> dict[str, float]:
 
 
 def bench_one(net: torch.nn.Module, shape: tuple[int, int, int], batch: int, path: Path,
-              threads: int, warmup: int, repeats: int) -> dict[str, Any]:
-    """Interleaved timing of PyTorch eager and ONNX Runtime for one network and batch."""
+              threads: int, warmup: int, repeats: int, block: int = 10,
+              warmup_s: float = 2.0) -> dict[str, Any]:
+    """Timing of PyTorch eager and ONNX Runtime for one network and batch: ``warmup_s``
+    seconds of untimed calls of each, then alternating blocks of ``block`` timed runs (each
+    after ``warmup`` untimed runs)."""
     g = torch.Generator().manual_seed(batch)
     x = torch.randn(batch, *shape, generator=g)
     x_np = x.numpy()
@@ -105,14 +109,26 @@ def bench_one(net: torch.nn.Module, shape: tuple[int, int, int], batch: int, pat
     def onnxruntime(inp):
         return session.run(None, {INPUT_NAME: inp})[0]
 
-    for _ in range(warmup):
-        pytorch(x)
-        onnxruntime(x_np)
     times: dict[str, list[float]] = {"pytorch": [], "onnxruntime": []}
-    for i in range(repeats):
-        order = (("pytorch", pytorch, x), ("onnxruntime", onnxruntime, x_np))
-        for name, fn, inp in (order if i % 2 == 0 else order[::-1]):
-            times[name].append(time_once(fn, inp))
+    # Blocks, not alternate calls: both runtimes' thread pools spin-wait after a call
+    # (OpenMP's block time, ONNX Runtime's allow_spinning), so a call right after the other
+    # runtime's competes with its spinning threads. Alternating single calls made PyTorch
+    # look 2-4x slower than it is on its own (scripts/results/latency_callback_check).
+    # Each block starts with `warmup` untimed calls; blocks alternate so drift hits both.
+    runtimes = (("pytorch", pytorch, x), ("onnxruntime", onnxruntime, x_np))
+    # First a warm-up of at least `warmup_s` seconds per runtime: a network's first tens of
+    # calls are slow (oneDNN builds its kernels per shape, allocators grow); with only 5
+    # warm-up calls the first block of DARTS_V2 ran at 95 ms against 62 ms later.
+    for _, fn, inp in runtimes:
+        deadline = time.perf_counter() + warmup_s
+        while time.perf_counter() < deadline:
+            fn(inp)
+    for i, start in enumerate(range(0, repeats, block)):
+        for name, fn, inp in (runtimes if i % 2 == 0 else runtimes[::-1]):
+            for _ in range(warmup):
+                fn(inp)
+            for _ in range(min(block, repeats - start)):
+                times[name].append(time_once(fn, inp))
     result = {name: summary(t) for name, t in times.items()}
     result["speedup"] = result["pytorch"]["median_ms"] / result["onnxruntime"]["median_ms"]
     result["times_ms"] = {name: [round(t, 4) for t in ts] for name, ts in times.items()}
@@ -126,7 +142,7 @@ def table(results: dict[str, Any]) -> str:
         "",
         f"Machine: {meta['machine']}; {meta['threads']} intra-op threads for both runtimes; "
         f"torch {meta['torch']}, onnxruntime {meta['onnxruntime']} (CPU EP, opset "
-        f"{meta['opset']}). Median and IQR (p75 - p25) of {meta['repeats']} interleaved "
+        f"{meta['opset']}). Median and IQR (p75 - p25) of {meta['repeats']} block-alternated "
         f"runs per runtime after {meta['warmup']} warm-up runs, ms per batch. 1-minute load "
         f"average {meta['load_before']:.2f} before, {meta['load_after']:.2f} after "
         f"({meta['cpus']} CPUs, shared with other jobs); wall time {meta['wall_s']:.0f} s.",

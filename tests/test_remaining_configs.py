@@ -5,6 +5,7 @@ on synthetic 32x32 images, since the archive may be absent)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from lightning_nas.cli import main
@@ -88,3 +89,74 @@ def test_cifar10_evolution_config_runs_on_cpu(tmp_path):
     # the config's test: true and the CPU latency hook both report per trial
     assert all(r["metrics"]["latency_ms"] > 0 and 0 <= r["metrics"]["test_accuracy"] <= 100
                for r in ok)
+
+
+def test_cifar10_training_config_runs_on_a_miniature_archive(tmp_path):
+    """The paper's evaluation config (cutout, drop-path, auxiliary tower) on a CIFAR-10
+    archive in the official format with 3 images per batch file, DARTS_V2 at 4 channels."""
+    from test_data_cifar import make_cifar_archive
+
+    from lightning_nas.data import CIFAR10DataModule
+
+    make_cifar_archive(tmp_path / "data" / CIFAR10DataModule.filename, per_batch=8)
+    main([*fit_args("configs/train/cifar10.yaml", tmp_path / "run"), "--data.init_args.root",
+          str(tmp_path / "data"), "--data.init_args.batch_size", "8",
+          "--model.init_args.space.init_args.channels", "4",
+          "--model.init_args.space.init_args.layers", "3"])
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/loss" in header and "val/acc" in header
+
+
+# configs run by a test that expands a glob instead of naming them
+GLOBBED = {"configs/search/nb201_*.yaml": "test_search_evaluators.py"}
+
+
+def test_every_config_and_callback_fragment_is_named_by_a_test():
+    """Each YAML of configs/ and callbacks/ is run by some test (named literally, or by a
+    glob a test expands); a new config without a test fails here."""
+    tests = {p.name: p.read_text() for p in (ROOT / "tests").glob("test_*.py")}
+    text = "\n".join(tests.values())
+    named = set(re.findall(r"(?:configs|callbacks)/[\w/]+\.yaml", text))
+    named |= {f"configs/{d}/{f}" for d, f in re.findall(
+        r'"configs" / "(\w+)" / "(\w+\.yaml)"', text)}
+    for pattern, test in GLOBBED.items():
+        assert pattern.split("/", 2)[2] in tests[test], (pattern, test)
+        named |= {p.relative_to(ROOT).as_posix() for p in ROOT.glob(pattern)}
+    fragments = {f"callbacks/{name}" for name in re.findall(
+        r'"(\w+\.yaml)"', tests["test_callback_fragments.py"])}
+    named |= fragments
+    shipped = {p.relative_to(ROOT).as_posix() for folder in ("configs", "callbacks")
+               for p in (ROOT / folder).rglob("*.yaml")}
+    assert shipped - named == set()
+
+
+def test_ofa_specialisation_configs_run_on_a_one_epoch_supernet(tmp_path):
+    """Both specialisation configs (inherited accuracy; OFA's accuracy predictor over it) on a
+    supernet trained one epoch by configs/ofa/cifar10_subset.yaml, on synthetic 32x32 images,
+    with a measured CPU latency hook in place of the table (building the full table takes
+    minutes) and one loose budget."""
+    phases = json.dumps([{"name": "full", "epochs": 1, "lr": 0.1}])
+    main([*fit_args("configs/ofa/cifar10_subset.yaml", tmp_path / "ofa"), *SYNTHETIC_CIFAR,
+          "--model.init_args.phases", phases, "--model.init_args.bn_calibration_batches", "1"])
+    ckpt = tmp_path / "ofa" / "checkpoints" / "last.ckpt"
+    hooks = json.dumps([{"class_path": "lightning_nas.hardware.CostHook",
+                         "init_args": {"latency": True, "device": "cpu", "batch_size": 1,
+                                       "warmup": 1, "repeats": 2, "num_threads": 1}}])
+    data = json.dumps({"class_path": "lightning_nas.data.SyntheticDataModule",
+                       "init_args": {"image_size": 32, "train_size": 32, "test_size": 16,
+                                     "batch_size": 16, "val_fraction": 0.25}})
+    for name, prefix, extra in (
+            ("ofa_cifar10_specialise.yaml", "--evaluator.init_args.", []),
+            ("ofa_cifar10_specialise_predictor.yaml", "--evaluator.init_args.evaluator.init_args.",
+             ["--evaluator.init_args.train_archs", "6", "--evaluator.init_args.data_file",
+              str(tmp_path / "predictor.jsonl"), "--evaluator.init_args.predictor.init_args.epochs",
+              "5"])):
+        run_dir = tmp_path / name
+        summary = main_search([
+            "--config", str(ROOT / "configs/search" / name), "--run_dir", str(run_dir),
+            "--budget_trials", "2", "--budgets", "[1000.0]", "--progress", "false",
+            "--wandb.enabled", "false", "--metric_hooks", hooks,
+            f"{prefix}checkpoint", str(ckpt), f"{prefix}data", data,
+            f"{prefix}calibration_images", "16", f"{prefix}batch_size", "16", *extra])
+        assert (run_dir / "budgets.json").is_file(), name
+        assert summary, name
