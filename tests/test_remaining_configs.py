@@ -98,6 +98,7 @@ def test_cifar10_training_config_runs_on_a_miniature_archive(tmp_path):
 
     from lightning_nas.data import CIFAR10DataModule
 
+    (tmp_path / "data").mkdir()
     make_cifar_archive(tmp_path / "data" / CIFAR10DataModule.filename, per_batch=8)
     main([*fit_args("configs/train/cifar10.yaml", tmp_path / "run"), "--data.init_args.root",
           str(tmp_path / "data"), "--data.init_args.batch_size", "8",
