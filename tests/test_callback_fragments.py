@@ -258,3 +258,44 @@ def test_spos_and_ofa_profile_every_scored_architecture(tmp_path):
             assert names == list(module.eval_archs)
             shapes = {r["name"]: r["input_shape"] for r in profiler.records}
             assert shapes["largest"] == [3, 8, 8] and shapes["smallest"] == [3, 6, 6]
+
+
+def test_predict_only_uses_the_latency_table_and_a_foreign_table_is_refused(tmp_path):
+    """With a cell latency table of the strategy's space the profiler records the table's
+    prediction and measures nothing; a table of another space is an error at fit start."""
+    import lightning as L
+
+    from lightning_nas.data import SyntheticDataModule
+    from lightning_nas.hardware.cell_latency import CellLatencyTable
+    from lightning_nas.spaces.darts import DartsSpace
+    from lightning_nas.spaces.nb201 import NB201Space
+    from lightning_nas.strategies.darts import DartsSearch
+    from test_cell_latency import flop_measure
+
+    space = NB201Space(channels=4, cells_per_stage=1, num_classes=4)
+    table = CellLatencyTable.build(space, (3, 8, 8), warmup=0, repeats=1, rounds=1,
+                                   calibrate=3, measure=flop_measure)
+    table.save(tmp_path / "nb201.json")
+    other = CellLatencyTable.build(DartsSpace(channels=4, layers=3, num_classes=4), (3, 8, 8),
+                                   warmup=0, repeats=1, rounds=1, calibrate=3,
+                                   measure=flop_measure)
+    other.save(tmp_path / "darts.json")
+
+    def fit(path):
+        profiler = LatencyProfiler(table=str(path), predict_only=True, batch_size=1)
+        trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1,
+                            callbacks=[profiler], logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False,
+                            num_sanity_val_steps=0, default_root_dir=tmp_path / "run")
+        model = DartsSearch(space=space, num_classes=4, in_channels=3, seed=0)
+        trainer.fit(model, SyntheticDataModule(num_classes=4, in_channels=3, image_size=8,
+                                               train_size=16, test_size=8, batch_size=8,
+                                               search=True, seed=0))
+        return profiler, model
+
+    profiler, model = fit(tmp_path / "nb201.json")
+    record = profiler.records[-1]
+    assert record["latency_ms"] == pytest.approx(table.predict(model.current_arch()))
+    assert record["predicted_ms"] == record["latency_ms"] and "runs" not in record
+    with pytest.raises(ValueError, match="latency table .*darts.json"):
+        fit(tmp_path / "darts.json")
