@@ -268,34 +268,73 @@ def _few_convs(arch, metrics):
     return "nor_conv_3x3" not in arch.values()
 
 
-def test_rejected_draws_save_the_state_lazily_and_a_kill_still_resumes_exactly(
-        tmp_path, monkeypatch):
-    """The state (which grows with the sampler's history) is saved after every evaluated
-    trial but not after every rejected draw; resuming replays the journaled rejections."""
+@pytest.mark.parametrize("kind", ["random", "rea", "bo", "reinforce"])
+def test_a_kill_between_two_snapshots_resumes_to_the_uninterrupted_journal(
+        tmp_path, monkeypatch, kind):
+    """The state is a snapshot (at the start, every `save_every` records here; every 2 s by
+    default), not a save per trial: killed after a snapshot and before the next one, with
+    evaluated and rejected records journaled since, a resume replays that tail and ends
+    with the uninterrupted journal."""
     import lightning_nas.search.journal as journal_module
-    import lightning_nas.search.loop as loop_module
 
-    full = run_search(SPACE, sampler_of("rea"), SyntheticEvaluator(), budget_trials=20,
+    full = run_search(SPACE, sampler_of(kind), SyntheticEvaluator(), budget_trials=20,
                       run_dir=tmp_path / "full", seed=5, progress=False,
                       constraint=_few_convs)
-    n_rejected = full.counts()["rejected"]
-    assert n_rejected >= 15
+    assert full.counts()["rejected"] >= 10
 
     saves = []
     real_save = journal_module.Journal.save_state
     monkeypatch.setattr(journal_module.Journal, "save_state",
                         lambda self, state: (saves.append(state["n_records"]),
                                              real_save(self, state)))
-    monkeypatch.setattr(loop_module, "REJECTED_SAVE_SECONDS", 1e9)  # never after a rejection
     with pytest.raises(Kill):
-        run_search(SPACE, sampler_of("rea"), KillAfter(3), budget_trials=20,
-                   run_dir=tmp_path / "cut", seed=5, progress=False, constraint=_few_convs)
+        run_search(SPACE, sampler_of(kind), KillAfter(9), budget_trials=20,
+                   run_dir=tmp_path / "cut", seed=5, progress=False, constraint=_few_convs,
+                   save_seconds=math.inf, save_every=8)
     cut = read_journal(tmp_path / "cut")
-    assert len(saves) == 3  # one per evaluated trial, none per rejection
-    assert saves[-1] < len(cut)  # rejections were journaled after the last state save
-    run_search(SPACE, sampler_of("rea", seed=99), SyntheticEvaluator(), budget_trials=20,
+    # a snapshot at the start and after every 8 records, none per trial
+    assert saves == list(range(0, len(cut), 8)), (saves, len(cut))
+    assert 0 < len(cut) - saves[-1] < 8  # the kill came between two snapshots
+    assert any(r["status"] == "rejected" for r in cut[saves[-1]:]) or kind == "bo"
+    counting = KillAfter(10**6)
+    run_search(SPACE, sampler_of(kind, seed=99), counting, budget_trials=20,
                run_dir=tmp_path / "cut", resume=True, progress=False, constraint=_few_convs)
     assert records(tmp_path / "cut") == records(tmp_path / "full")
+    assert counting.calls == 20 - 9  # the journaled tail was replayed, not evaluated again
+
+
+def test_state_snapshot_settings_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="save_seconds must be > 0"):
+        run_search(SPACE, sampler_of("random"), SyntheticEvaluator(), budget_trials=2,
+                   run_dir=tmp_path, save_seconds=0)
+    with pytest.raises(ValueError, match="save_every >= 1"):
+        run_search(SPACE, sampler_of("random"), SyntheticEvaluator(), budget_trials=2,
+                   run_dir=tmp_path, save_every=0)
+
+
+def test_random_search_covers_the_whole_space_without_a_repeat(tmp_path):
+    """All 15,625 NAS-Bench-201 cells, each once: the last draws pick among the few unseen
+    cells through the sampler's index instead of listing the space per draw."""
+    result = run_search(SPACE, RandomSampler(SPACE, seed=0), SyntheticEvaluator(),
+                        budget_trials=15_625, run_dir=tmp_path, progress=False)
+    assert len({r["arch"] for r in result.records}) == 15_625
+    assert result.counts() == {"ok": 15_625, "failed": 0, "rejected": 0}
+
+
+def test_unseen_index_finds_the_kth_unseen_in_enumeration_order():
+    from lightning_nas.search.samplers import _UnseenIndex
+
+    rng = random.Random(0)
+    sizes = [3, 4, 5]
+    index = _UnseenIndex(sizes, [rng.random() < 0.5 for _ in range(60)])
+    while index.count:
+        unseen = [p for p in range(60) if index.flags[p]]
+        assert index.count == len(unseen)
+        assert [index.kth(k) for k in range(len(unseen))] == unseen
+        index.remove(rng.choice(unseen))
+    combos = [[a, b, c] for a in range(3) for b in range(4) for c in range(5)]
+    assert [index.combo(p) for p in range(60)] == combos
+    assert [index.position(c) for c in combos] == list(range(60))
 
 
 def test_unsatisfiable_constraint_stops_with_a_clear_error(tmp_path):
