@@ -16,6 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+from test_search_loop import SPACE, SyntheticEvaluator, _few_convs, sampler_of
+
+from lightning_nas.search import run_search
 from lightning_nas.search.journal import read_journal, without_timing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,3 +116,50 @@ def test_search_killed_mid_trial_then_resumed_equals_an_uninterrupted_run(tmp_pa
     assert journal_without_timing(broken) == journal_without_timing(whole)
     assert len(read_journal(whole)) == 4
     assert best_arch(broken) == best_arch(whole)
+
+
+# the child: a search whose evaluator SIGKILLs the process at call `kill_at` (nothing is
+# flushed or saved), state snapshots every 8 records only (no time-based ones)
+SEARCH_CHILD = """
+import math, sys
+from test_search_loop import SPACE, SyntheticEvaluator, _few_convs, sampler_of
+from fault_helpers import _kill
+from lightning_nas.search import run_search
+
+class KillingEvaluator(SyntheticEvaluator):
+    calls = 0
+    def __call__(self, arch):
+        KillingEvaluator.calls += 1
+        if KillingEvaluator.calls == int(sys.argv[3]):
+            _kill()
+        return super().__call__(arch)
+
+run_search(SPACE, sampler_of(sys.argv[1]), KillingEvaluator(), budget_trials=20,
+           run_dir=sys.argv[2], seed=5, progress=False, constraint=_few_convs,
+           save_seconds=math.inf, save_every=8)
+"""
+
+
+@pytest.mark.parametrize("kind", ["random", "rea", "bo", "reinforce"])
+def test_search_killed_between_two_state_snapshots_resumes_to_the_same_journal(tmp_path,
+                                                                               kind):
+    """kill -9 of a search process after a state snapshot and before the next one (the
+    journal holds records the snapshot does not), then resume: the journal equals an
+    uninterrupted run's, for every sampler."""
+    whole = run_search(SPACE, sampler_of(kind), SyntheticEvaluator(), budget_trials=20,
+                       run_dir=tmp_path / "whole", seed=5, progress=False,
+                       constraint=_few_convs)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get(
+        "PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    broken = tmp_path / "broken"
+    proc = subprocess.run([sys.executable, "-c", SEARCH_CHILD, kind, str(broken), "12"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    journaled = read_journal(broken)
+    snapshot = torch.load(broken / "search_state.pt", weights_only=True)["n_records"]
+    assert snapshot % 8 == 0 and 0 < len(journaled) - snapshot < 8  # between two snapshots
+    assert sum(r["status"] != "rejected" for r in journaled) == 11  # the 12th call died
+    run_search(SPACE, sampler_of(kind, seed=99), SyntheticEvaluator(), budget_trials=20,
+               run_dir=broken, resume=True, progress=False, constraint=_few_convs)
+    assert without_timing(read_journal(broken)) == without_timing(whole.records)
+

@@ -18,6 +18,7 @@ uniformly random unseen one.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import random
@@ -493,21 +494,19 @@ class Reinforce(Sampler):
         """Current policy: one probability vector per decision."""
         return [torch.softmax(l.detach(), 0) for l in self.logits]
 
-    def _draw(self) -> Arch:
-        indices = []
-        for probs in self.probabilities():
-            u, acc = self.rng.random(), 0.0
-            choice = len(probs) - 1
-            for k, p in enumerate(probs.tolist()):
-                acc += p
-                if u < acc:
-                    choice = k
-                    break
-            indices.append(choice)
+    def _draw(self, cumulative: list[list[float]]) -> Arch:
+        """One architecture from the policy; ``cumulative``: per decision the running sums
+        of its probabilities (one uniform draw per decision, the first option whose running
+        sum exceeds it; the last one when rounding leaves the sum below the draw)."""
+        indices = [min(bisect.bisect_right(cum, self.rng.random()), len(cum) - 1)
+                   for cum in cumulative]
         return self.space.decode(indices)
 
     def _ask(self) -> Arch:
-        return self._fresh(self._draw)
+        # the policy's running sums once per ask, not once per draw: a converged policy
+        # repeats seen cells and _fresh draws up to 100 times
+        cumulative = [list(itertools.accumulate(p.tolist())) for p in self.probabilities()]
+        return self._fresh(lambda: self._draw(cumulative))
 
     def _tell(self, arch: Arch, result: float | None) -> None:
         if result is None:
