@@ -480,6 +480,8 @@ class Reinforce(Sampler):
         super().__init__(space, seed=seed, dedup=dedup)
 
     def _reset(self) -> None:
+        self._sizes = [len(options) for _, options in self.space.decisions()]
+        self._asked_positions: set[int] = set()  # option indices asked, as one number
         self.logits = [torch.zeros(len(options), requires_grad=True)
                        for _, options in self.space.decisions()]
         self.optimizer = torch.optim.Adam(self.logits, lr=self.learning_rate)
@@ -494,19 +496,42 @@ class Reinforce(Sampler):
         """Current policy: one probability vector per decision."""
         return [torch.softmax(l.detach(), 0) for l in self.logits]
 
-    def _draw(self, cumulative: list[list[float]]) -> Arch:
-        """One architecture from the policy; ``cumulative``: per decision the running sums
-        of its probabilities (one uniform draw per decision, the first option whose running
-        sum exceeds it; the last one when rounding leaves the sum below the draw)."""
-        indices = [min(bisect.bisect_right(cum, self.rng.random()), len(cum) - 1)
-                   for cum in cumulative]
-        return self.space.decode(indices)
+    def _draw(self, cumulative: list[list[float]]) -> list[int]:
+        """Option indices of one architecture from the policy; ``cumulative``: per decision
+        the running sums of its probabilities (one uniform draw per decision, the first
+        option whose running sum exceeds it; the last one when rounding leaves the sum
+        below the draw)."""
+        return [min(bisect.bisect_right(cum, self.rng.random()), len(cum) - 1)
+                for cum in cumulative]
+
+    def _position(self, indices: Sequence[int]) -> int:
+        pos = 0
+        for index, size in zip(indices, self._sizes):
+            pos = pos * size + int(index)
+        return pos
 
     def _ask(self) -> Arch:
-        # the policy's running sums once per ask, not once per draw: a converged policy
-        # repeats seen cells and _fresh draws up to 100 times
+        # A converged policy mostly repeats seen cells, and up to 100 draws per ask look for
+        # an unseen one (Sampler._fresh): the policy's running sums are computed once per
+        # ask, and a draw whose option indices were asked before is skipped without
+        # building its Arch. The draws and the result are those of _fresh(draw).
         cumulative = [list(itertools.accumulate(p.tolist())) for p in self.probabilities()]
-        return self._fresh(lambda: self._draw(cumulative))
+        arch = None
+        if not self.dedup:
+            arch = self.space.decode(self._draw(cumulative))
+        else:
+            for _ in range(100):
+                indices = self._draw(cumulative)
+                if self._position(indices) in self._asked_positions:
+                    continue  # the same indices decode to an architecture already seen
+                candidate = self.space.decode(indices)
+                if candidate.digest not in self.seen:
+                    arch = candidate
+                    break
+            if arch is None:
+                arch = self._random_unseen()
+        self._asked_positions.add(self._position(self.space.encode(arch)))
+        return arch
 
     def _tell(self, arch: Arch, result: float | None) -> None:
         if result is None:
@@ -534,6 +559,8 @@ class Reinforce(Sampler):
                 "baseline": [self.baseline_num, self.baseline_den]}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
+        # a shortcut only (a missing position costs one decode): rebuilt from the history
+        self._asked_positions = {self._position(self.space.encode(a)) for a, _ in self.history}
         with torch.no_grad():
             for l, saved in zip(self.logits, state["logits"]):
                 l.copy_(saved)
