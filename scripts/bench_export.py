@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from script_results import write_results  # noqa: E402
+from script_results import cpu_model, write_results  # noqa: E402
 
 from lightning_nas.checkpoint_networks import middle_subnet  # noqa: E402
 from lightning_nas.hardware.onnx_export import (  # noqa: E402
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       f"ORT {r['onnxruntime']['median_ms']:.2f} ms", file=sys.stderr)
             results["networks"][name] = entry
     results["meta"] = {
-        "machine": f"{platform.processor() or platform.machine()}, {_cpu_model()}",
+        "machine": f"{platform.processor() or platform.machine()}, {cpu_model()}",
         "cpus": os.cpu_count(), "threads": opts.threads, "warmup": opts.warmup,
         "repeats": opts.repeats, "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__, "opset": OPSET,
@@ -203,16 +203,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     write_results(opts.out, results, table(results))
     return results
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.platform()
 
 
 if __name__ == "__main__":

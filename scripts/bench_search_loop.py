@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from script_results import write_results  # noqa: E402
+from script_results import cpu_model, write_results  # noqa: E402
 
 CONFIGS = {"random": "nb201_random.yaml", "rea": "nb201_evolution.yaml",
            "bo": "nb201_bo.yaml", "reinforce": "nb201_reinforce.yaml"}
@@ -114,9 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         mine = [r for r in runs if r["sampler"] == sampler and r["overhead_ms"].get("median")]
         if len(mine) > 1:
             flatness[sampler] = mine[-1]["overhead_ms"]["median"] / mine[0]["overhead_ms"]["median"]
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               "cpu")
+    cpu = cpu_model()
     results = {"runs": runs, "flatness": flatness,
                "meta": {"machine": cpu, "cpus": os.cpu_count(), "load_before": load_before,
                         "load_after": os.getloadavg()[0],

@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_export import BEST_NB201, _cpu_model, bench_one  # noqa: E402
-from script_results import write_results  # noqa: E402
+from bench_export import BEST_NB201, bench_one  # noqa: E402
+from script_results import cpu_model, write_results  # noqa: E402
 
 from lightning_nas.checkpoint_networks import middle_subnet  # noqa: E402
 from lightning_nas.hardware.onnx_export import export_onnx  # noqa: E402
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "within_p10_p90": all(p10 <= m <= p90 for m in medians),
                     "ratio_to_bench": [m / p50 for m in medians]}
             results["networks"][name] = entry
-    results["meta"] = {"machine": _cpu_model(), "cpus": os.cpu_count(), "threads": opts.threads,
+    results["meta"] = {"machine": cpu_model(), "cpus": os.cpu_count(), "threads": opts.threads,
                        "repeats": opts.repeats, "rounds": opts.rounds,
                        "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                        "load_before": load_before, "load_after": os.getloadavg()[0],

@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from script_results import write_results  # scripts/ is on sys.path when run
+from script_results import cpu_model, write_results  # scripts/ is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -132,21 +131,12 @@ def main(argv=None) -> dict:
     res = {"target": args.target, "sizes": args.sizes, "seeds": args.seeds,
            "test_cells": args.test, "summary": summary, "raw": {
                label: {str(n): e for n, e in by_n.items()} for label, by_n in results.items()},
-           "machine": {"cpu": _cpu(), "threads": args.threads, "torch": torch.__version__,
+           "machine": {"cpu": cpu_model(), "threads": args.threads, "torch": torch.__version__,
                        "cores_visible": os.cpu_count()},
            "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])}
     write_results(args.out, res, markdown(res))
     return res
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def markdown(res: dict) -> str:

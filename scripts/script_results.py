@@ -16,3 +16,16 @@ def write_results(out: str | Path, results: dict[str, Any], table: str) -> str:
     (out / "results.md").write_text(table)
     print(table)
     return table
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

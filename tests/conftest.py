@@ -11,3 +11,24 @@ os.environ.setdefault("WANDB_SILENT", "true")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def offline_wandb(tmp_path, monkeypatch):
+    """W&B in offline mode with every folder it writes under ``tmp_path``; yields the
+    folder for a logger's ``save_dir`` (``tmp_path / "wb"``); finishes the run after."""
+    wandb = pytest.importorskip("wandb")
+    for var, sub in [("WANDB_DIR", "wb"), ("WANDB_CONFIG_DIR", "wbconfig"),
+                     ("WANDB_CACHE_DIR", "wbcache"), ("WANDB_DATA_DIR", "wbdata")]:
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    yield tmp_path / "wb"
+    if wandb.run is not None:
+        wandb.finish()
+    wandb.teardown()

@@ -25,19 +25,11 @@ SMALL_SPACE = json.dumps({"class_path": "lightning_nas.spaces.darts.DartsSpace",
 
 
 @pytest.fixture
-def offline_wandb(tmp_path, monkeypatch):
-    wandb = pytest.importorskip("wandb")
-    for var, sub in [("WANDB_DIR", "wb"), ("WANDB_CONFIG_DIR", "wbconfig"),
-                     ("WANDB_CACHE_DIR", "wbcache"), ("WANDB_DATA_DIR", "wbdata")]:
-        (tmp_path / sub).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.chdir(tmp_path)  # the fragments' W&B save_dir "runs" is relative
-    yield wandb
-    wandb.finish()
-    wandb.teardown()
+def cli_wandb(offline_wandb, tmp_path, monkeypatch):
+    """Offline W&B (conftest) and the test's tmp folder as the working directory: the
+    fragments' W&B save_dir "runs" and the configs' run folders are relative."""
+    monkeypatch.chdir(tmp_path)
+    yield offline_wandb
 
 
 def fit(config: str, *fragments: str, epochs: int = 2, extra: list[str] = ()) -> Path:
@@ -100,7 +92,7 @@ def wandb_history(run_folder: Path) -> list[dict]:
     return rows
 
 
-def test_darts_digits_with_latency_and_wandb_pareto_fragments(tmp_path, offline_wandb):
+def test_darts_digits_with_latency_and_wandb_pareto_fragments(tmp_path, cli_wandb):
     run = fit("configs/darts/digits.yaml", "latency.yaml", "wandb_pareto.yaml",
               extra=DARTS_TINY)
     # the run folder: latency.json (one record per epoch), the front, pictures, arch.json
@@ -151,7 +143,7 @@ def test_darts_digits_with_latency_and_wandb_pareto_fragments(tmp_path, offline_
     ("configs/darts/digits.yaml", "export.yaml", DARTS_TINY, 1, "cell_normal.png"),
     ("configs/darts/digits.yaml", "wandb.yaml", DARTS_TINY, 1, "wandb"),
 ])
-def test_each_fragment_runs_stacked_on_a_config(tmp_path, offline_wandb, config, fragment,
+def test_each_fragment_runs_stacked_on_a_config(tmp_path, cli_wandb, config, fragment,
                                                  extra, epochs, expect):
     run = fit(config, fragment, extra=list(extra), epochs=epochs)
     if expect.endswith(".png"):

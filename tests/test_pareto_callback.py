@@ -23,21 +23,6 @@ CANDS = [
 ]
 
 
-@pytest.fixture
-def offline_wandb(tmp_path, monkeypatch):
-    """W&B in offline mode with every folder it writes under tmp_path."""
-    for var, sub in [("WANDB_DIR", "wb"), ("WANDB_CONFIG_DIR", "wbconfig"),
-                     ("WANDB_CACHE_DIR", "wbcache"), ("WANDB_DATA_DIR", "wbdata")]:
-        (tmp_path / sub).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    yield tmp_path / "wb"
-    if wandb.run is not None:
-        wandb.finish()
-
-
 def finish_wandb() -> None:
     """Finish the run and stop the W&B service, so the ``.wandb`` file is flushed to disk."""
     wandb.finish()

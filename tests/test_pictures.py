@@ -246,7 +246,7 @@ def test_callback_state_resume_every_n_and_drawing_failure(tmp_path, monkeypatch
         ArchPictures(every_n_epochs=0)
 
 
-def test_callback_in_a_darts_run_with_offline_wandb(tmp_path, monkeypatch):
+def test_callback_in_a_darts_run_with_offline_wandb(tmp_path, offline_wandb):
     wandb = pytest.importorskip("wandb")
     import lightning as L
     from lightning.pytorch.loggers import WandbLogger
@@ -254,14 +254,7 @@ def test_callback_in_a_darts_run_with_offline_wandb(tmp_path, monkeypatch):
     from lightning_nas.data import SyntheticDataModule
     from lightning_nas.strategies.darts import DartsSearch
 
-    for var, sub in [("WANDB_DIR", "wb"), ("WANDB_CONFIG_DIR", "wbconfig"),
-                     ("WANDB_CACHE_DIR", "wbcache"), ("WANDB_DATA_DIR", "wbdata")]:
-        (tmp_path / sub).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    save_dir = tmp_path / "wb"
+    save_dir = offline_wandb
 
     model = DartsSearch(space=DartsSpace(), num_classes=4, in_channels=3, channels=4, layers=3,
                         checkpoint_cells=0, channels_last=False, seed=0)
