@@ -149,3 +149,41 @@ def test_crowding_distance():
     # point 1: neighbours 0 and 2 -> (3-0)/4 + (4-1)/4 = 1.5; point 2: (4-1)/4 + (3-0)/4
     assert d[1] == pytest.approx(1.5) and d[2] == pytest.approx(1.5)
     assert np.all(np.isinf(crowding_distance([[1.0, 2.0], [2.0, 1.0]])))
+
+
+def _fronts_by_definition(points, directions):
+    """Fronts by repeatedly peeling the points no remaining point dominates (slow, plain)."""
+    remaining, fronts = list(range(len(points))), []
+    while remaining:
+        front = [i for i in remaining
+                 if not any(dominates(points[j], points[i], directions) for j in remaining)]
+        fronts.append(front)
+        remaining = [i for i in remaining if i not in front]
+    return fronts
+
+
+@pytest.mark.parametrize("directions", [["max", "min"], ["min", "min"], ["max", "max"]])
+def test_two_objective_sort_equals_the_definition_with_ties(directions):
+    """The O(N log N) two-objective sweep against the definition, on integer grids (many
+    ties and duplicate points) and on continuous values."""
+    rng = np.random.default_rng(0)
+    for case in range(200):
+        n = int(rng.integers(1, 30))
+        points = (rng.integers(0, 4, size=(n, 2)).astype(float) if case % 2
+                  else rng.random((n, 2)))
+        assert non_dominated_sort(points, directions) == _fronts_by_definition(
+            points.tolist(), directions)
+
+
+def test_two_objective_sort_of_the_whole_nb201_size_is_a_sweep():
+    """15,625 points: the fronts partition the points and no point of a front is dominated
+    by a point of the same or a later front (checked on a sample of pairs)."""
+    rng = np.random.default_rng(1)
+    points = rng.random((15_625, 2))
+    fronts = non_dominated_sort(points, ["max", "min"])
+    assert sorted(i for f in fronts for i in f) == list(range(15_625))
+    rank = front_ranks(points, ["max", "min"])
+    for _ in range(2000):
+        i, j = rng.integers(0, 15_625, size=2)
+        if dominates(points[i], points[j], ["max", "min"]):
+            assert rank[i] < rank[j]

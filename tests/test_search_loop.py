@@ -424,3 +424,32 @@ def test_process_pool_matches_inline_with_one_trial_in_flight(tmp_path):
 
 def test_ops_constant_is_the_benchmark_order():
     assert OPS == ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+def test_reporter_keeps_counts_and_best_as_records_arrive_and_throttles_writes(tmp_path):
+    """SearchReporter: counts per status and the best record are kept incrementally (equal
+    to a scan, also when a replayed record replaces one), and Pareto writes happen every n
+    trials but at most every `every_seconds` (a huge value: only the first write)."""
+    from lightning_nas.search.report import ParetoOptions, SearchReporter
+
+    result = run_search(SPACE, sampler_of("rea"), SyntheticEvaluator(), budget_trials=30,
+                        run_dir=tmp_path / "run", seed=1, progress=False,
+                        constraint=_few_convs)
+    writes = {}
+    for seconds in (0.0, 1e9):
+        reporter = SearchReporter(tmp_path / f"r{seconds}", objective_name="acc",
+                                  pareto=ParetoOptions(every_n_trials=5, every_seconds=seconds,
+                                                       plot=False),
+                                  objectives={"acc": "max", "sim_s": "min"})
+        calls = []
+        real_write = reporter.write
+        reporter.write = lambda: (calls.append(len(reporter.records)), real_write())[1]
+        for rec in result.records:
+            reporter(rec)
+        reporter(dict(result.records[-1]))  # the same trial again (a replay): no double count
+        writes[seconds] = calls
+        assert reporter.counts == result.counts()
+        assert reporter.best() == max((r for r in result.records if r["status"] == "ok"),
+                                      key=lambda r: (r["objective"], -r["trial"]))
+    assert len(writes[0.0]) == 6  # after every 5 evaluated trials
+    assert len(writes[1e9]) == 1  # the first one only; finish() writes the rest

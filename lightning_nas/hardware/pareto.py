@@ -91,6 +91,8 @@ def non_dominated_sort(points: Sequence[Sequence[float]] | np.ndarray,
     n = q.shape[0]
     if n == 0:
         return []
+    if q.shape[1] == 2:
+        return _non_dominated_sort_2d(q)
     dominated_by_count = np.zeros(n, dtype=np.int64)
     dominates_sets: list[np.ndarray] = []
     for i in range(n):  # one row at a time: O(N^2 M) time, O(N M) memory
@@ -109,6 +111,33 @@ def non_dominated_sort(points: Sequence[Sequence[float]] | np.ndarray,
             nxt.extend(j for j in dominates_sets[i] if dominated_by_count[j] == 0)
         current = np.array(sorted(set(nxt)), dtype=np.int64)
     return fronts
+
+
+def _non_dominated_sort_2d(q: np.ndarray) -> list[list[int]]:
+    """The fronts of two minimised objectives in O(N log N) (a sweep; Jensen 2003): in the
+    order of the first objective (ties: the second), each point joins the first front whose
+    latest point does not dominate it, found by binary search (the fronts' latest points
+    dominate the new point for a prefix of the fronts). The generic sort above is O(N^2):
+    18 s for the 15,625 NAS-Bench-201 cells."""
+    order = np.lexsort((q[:, 1], q[:, 0]))
+    fronts: list[list[int]] = []
+    latest: list[tuple[float, float]] = []  # (q0, q1) of each front's latest point
+    for i in order.tolist():
+        x, y = float(q[i, 0]), float(q[i, 1])
+        lo, hi = 0, len(fronts)
+        while lo < hi:  # does front mid's latest point (x' <= x) dominate (x, y)?
+            mid = (lo + hi) // 2
+            lx, ly = latest[mid]
+            if ly < y or (ly == y and lx < x):
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == len(fronts):
+            fronts.append([])
+            latest.append((x, y))
+        fronts[lo].append(i)
+        latest[lo] = (x, y)
+    return [sorted(front) for front in fronts]
 
 
 def pareto_front(points: Sequence[Sequence[float]] | np.ndarray,
