@@ -31,7 +31,6 @@ candidates from here. Measurement runs on global rank 0 only; it costs about
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 import time
@@ -293,7 +292,7 @@ class LatencyProfiler(Callback):
         payload = {"target": self.target, "hardware": hardware, "records": self.records}
         name = "latency.json" if self.target == "cpu" else f"latency_{self.target}.json"
         tmp = folder / (name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=1, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
         os.replace(tmp, folder / name)  # a reader never sees half a file
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -321,8 +320,3 @@ class LatencyProfiler(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.records = list(state_dict.get("records", []))
 
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return str(value)

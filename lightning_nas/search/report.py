@@ -163,7 +163,6 @@ class SearchReporter:
         self.records[int(rec["trial"])] = rec
         self.counts[rec["status"]] = self.counts.get(rec["status"], 0) + 1
         if old is not None and old is self._best:
-            self._best = None
             self._best = self._scan_best()  # rare: a replayed record replaced the best
         if rec["status"] == "ok" and (self._best is None or _rank(rec) > _rank(self._best)):
             self._best = rec

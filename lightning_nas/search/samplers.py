@@ -63,6 +63,15 @@ def _clean(result: float | None) -> float | None:
     return result if math.isfinite(result) else None
 
 
+def mixed_radix(indices: Sequence[int], sizes: Sequence[int]) -> int:
+    """The position of option ``indices`` in the enumeration of ``itertools.product`` over
+    ``range(size)`` per decision (the last decision fastest)."""
+    pos = 0
+    for index, size in zip(indices, sizes):
+        pos = pos * size + int(index)
+    return pos
+
+
 class _UnseenIndex:
     """Which positions of the space's enumeration are still unseen, as a Fenwick tree.
 
@@ -86,10 +95,7 @@ class _UnseenIndex:
         self.count = sum(self.flags)
 
     def position(self, combo: Sequence[int]) -> int:
-        pos = 0
-        for index, size in zip(combo, self.sizes):
-            pos = pos * size + int(index)
-        return pos
+        return mixed_radix(combo, self.sizes)
 
     def combo(self, pos: int) -> list[int]:
         out = []
@@ -505,10 +511,7 @@ class Reinforce(Sampler):
                 for cum in cumulative]
 
     def _position(self, indices: Sequence[int]) -> int:
-        pos = 0
-        for index, size in zip(indices, self._sizes):
-            pos = pos * size + int(index)
-        return pos
+        return mixed_radix(indices, self._sizes)
 
     def _ask(self) -> Arch:
         # A converged policy mostly repeats seen cells, and up to 100 draws per ask look for
