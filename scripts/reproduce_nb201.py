@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="keep every run's journal under <out>/runs (else a temp folder)")
     parser.add_argument("--bo_retrain_every", type=int, default=None,
                         help="override BO's retrain_every (refit the surrogate every k results)")
+    parser.add_argument("--bo_retrain_growth", type=float, default=None,
+                        help="override BO's retrain_growth (refit once the results grew by "
+                             "this fraction)")
     args = parser.parse_args(argv)
 
     table_path = args.table or default_nb201_table()
@@ -235,6 +238,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         overrides = {}
         if name == "bo" and args.bo_retrain_every:
             overrides["retrain_every"] = args.bo_retrain_every
+        if name == "bo" and args.bo_retrain_growth is not None:
+            overrides["retrain_growth"] = args.bo_retrain_growth
         tasks += [{"sampler": name, "seed": seed, "budgets": budgets, "table": str(table_path),
                    "run_root": str(run_root), "overrides": overrides}
                   for seed in range(args.seed_offset, args.seed_offset + args.seeds)]
@@ -262,6 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     payload = {"config": {"seeds": args.seeds, "seed_offset": args.seed_offset,
                           "budgets": budgets, "samplers": {
         n: SAMPLERS[n] for n in args.samplers}, "bo_retrain_every": args.bo_retrain_every,
+        "bo_retrain_growth": args.bo_retrain_growth,
         "table": str(table_path), "search_metric": SEARCH_METRIC},
         "published_c10_test": {**PUBLISHED_C10, "bohb": PUBLISHED_BOHB_C10},
         "published_note": "NB201 paper Table 5, at a simulated-time budget, not a query budget",

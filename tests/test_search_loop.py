@@ -225,7 +225,10 @@ def test_failing_and_nan_trials_are_recorded_and_the_search_goes_on(tmp_path):
             assert r["status"] == "ok"
     # failures never enter the evolution population
     sampler = sampler_of("rea")
-    sampler.load_state_dict(torch.load(tmp_path / "search_state.pt", weights_only=True)["sampler"])
+    sampler.load_state_dict(
+        torch.load(tmp_path / "search_state.pt", weights_only=True)["sampler"],
+        history=[(Arch.from_dict(r["arch_json"]), r["objective"]) for r in result.records])
+    assert len(sampler.population) == 5
     assert all(a["1<-0"] not in ("none", "skip_connect") for a, _ in sampler.population)
     # the journal is strict JSON (NaN written as null)
     for line in (tmp_path / "candidates.jsonl").read_text().splitlines():
@@ -302,6 +305,39 @@ def test_a_kill_between_two_snapshots_resumes_to_the_uninterrupted_journal(
                run_dir=tmp_path / "cut", resume=True, progress=False, constraint=_few_convs)
     assert records(tmp_path / "cut") == records(tmp_path / "full")
     assert counting.calls == 20 - 9  # the journaled tail was replayed, not evaluated again
+
+
+@pytest.mark.parametrize("kind", ["random", "rea", "bo", "reinforce"])
+def test_the_state_snapshot_does_not_grow_with_the_trials(tmp_path, kind):
+    """The journal holds the history; the snapshot only the sampler's fixed-size state."""
+    sizes = []
+    for trials in (20, 400):
+        run_search(SPACE, sampler_of(kind), SyntheticEvaluator(), budget_trials=trials,
+                   run_dir=tmp_path / str(trials), seed=1, progress=False)
+        state = torch.load(tmp_path / str(trials) / "search_state.pt", weights_only=True)
+        assert state["n_records"] == trials and state["sampler"]["n_told"] == trials
+        assert "history" not in state["sampler"] and "seen" not in state["sampler"]
+        sizes.append((tmp_path / str(trials) / "search_state.pt").stat().st_size)
+    assert sizes[1] - sizes[0] < 256, sizes
+
+
+def test_a_version_1_state_with_the_history_still_resumes(tmp_path):
+    """States written before the snapshot left the history out (version 1) still load."""
+    expected = run_search(SPACE, sampler_of("rea"), SyntheticEvaluator(), budget_trials=20,
+                          run_dir=tmp_path / "a", seed=2, progress=False).records
+    run = tmp_path / "b"
+    cut = run_search(SPACE, sampler_of("rea"), SyntheticEvaluator(), budget_trials=9,
+                     run_dir=run, seed=2, progress=False).records
+    state = torch.load(run / "search_state.pt", weights_only=True)
+    sampler = sampler_of("rea")
+    sampler.load_state_dict(state["sampler"], history=[
+        (Arch.from_dict(r["arch_json"]), r["objective"]) for r in cut])
+    state["version"], state["sampler"] = 1, sampler.state_dict()  # with its history
+    assert "history" in state["sampler"]
+    torch.save(state, run / "search_state.pt")
+    run_search(SPACE, sampler_of("rea"), SyntheticEvaluator(), budget_trials=20, run_dir=run,
+               resume=True, progress=False)
+    assert records(run) == without_timing(expected)
 
 
 def test_state_snapshot_settings_are_checked(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,68 @@ def test_state_dict_round_trip_continues_the_same_search(kind, space):
     b = make(kind, space, seed=123)  # a different seed: the state must win
     b.load_state_dict(torch.load(buf, weights_only=True))
     assert drive(a, 6) == drive(b, 6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_state_without_history_continues_the_same_search_given_the_history(kind):
+    """What the search loop snapshots: a fixed-size state, the history coming from the
+    journal; with two trials asked but not told (in flight) when it was saved."""
+    a = make(kind, NB201, seed=7)
+    drive(a, 25)
+    in_flight = [a.ask(), a.ask()]
+    compact = a.state_dict(history=False)
+    assert "history" not in compact and "seen" not in compact and compact["n_told"] == 25
+    buf = io.BytesIO()
+    torch.save(compact, buf)
+    buf.seek(0)
+    b = make(kind, NB201, seed=123)
+    b.load_state_dict(torch.load(buf, weights_only=True), history=list(a.history),
+                      asked=in_flight)
+    assert b.seen == a.seen and b.n_asked == a.n_asked
+    for sampler in (a, b):
+        for arch in in_flight:
+            sampler.tell(arch, score(NB201, arch))
+    assert drive(a, 8) == drive(b, 8)
+    # the state does not grow with the history
+    drive(a, 60)
+    assert len(pickle.dumps(a.state_dict(history=False))) <= len(pickle.dumps(compact)) + 64
+    with pytest.raises(ValueError, match="without its history; pass history="):
+        make(kind, NB201).load_state_dict(compact)
+    with pytest.raises(ValueError, match="after 25 results but history= holds 3"):
+        make(kind, NB201).load_state_dict(compact, history=list(a.history)[:3])
+
+
+def test_bo_keeps_its_parents_and_data_as_results_arrive():
+    """The best `num_parents` results (ties: the earlier first, as a stable sort) and the
+    training data are kept per tell, not rebuilt from the history per ask."""
+    bo = make("bo", NB201, seed=0, num_parents=4)
+    rng = random.Random(0)
+    for _ in range(40):
+        arch = bo.space.sample(rng)
+        bo.tell(arch, None if rng.random() < 0.2 else float(rng.choice([1, 2, 3, 3, 4])))
+    data = [(a, r) for a, r in bo.history if r is not None]
+    assert bo._data() == data
+    assert [a for _, _, a in bo._top] == [a for a, _ in sorted(data, key=lambda ar: -ar[1])[:4]]
+
+
+def test_bo_refits_at_geometrically_spaced_sizes_with_retrain_growth():
+    """retrain_growth=g: a refit once the results grew by g since the last one (and by at
+    least retrain_every), so a long search refits O(log n) times instead of n times."""
+    sizes = {}
+    for growth in (0.0, 0.25):
+        bo = make("bo", NB201, seed=0, retrain_every=1, retrain_growth=growth, epochs=2)
+        fits = []
+        real_fit = bo.model.fit
+        bo.model.fit = lambda x, y, g: (fits.append(len(y)), real_fit(x, y, g))[1]
+        drive(bo, 120)
+        sizes[growth] = fits
+    assert sizes[0.0] == list(range(5, 120))  # every model-based ask (5 random first)
+    fits = sizes[0.25]
+    assert fits[:4] == [5, 7, 9, 12]  # 5 + ceil(1.25), 7 + ceil(1.75), ...
+    assert all(b >= a + math.ceil(0.25 * a) for a, b in zip(fits, fits[1:]))
+    assert len(fits) == 14
+    with pytest.raises(ValueError, match="retrain_growth must be a fraction >= 0"):
+        make("bo", NB201, retrain_growth=-0.1)
 
 
 def test_same_seed_same_search_and_reset():

@@ -26,12 +26,16 @@
 * the journal is the source of truth; the loop state (sampler state, trials in flight, time
   used) is a snapshot saved atomically to ``run_dir/search_state.pt`` when a fresh search
   starts, then at most every ``save_seconds`` (default 2 s) or every ``save_every``
-  records, and when the loop ends. ``resume=True`` restores the snapshot, re-runs the trials
-  that were in flight and replays the journal's records written after it (the same asks
-  give the same archs; the journaled results are told instead of evaluated), so the
-  finished journal equals an uninterrupted run's (apart from the ``timing`` fields). Per
-  trial the loop does O(1) work besides the sampler: no save of the whole history per
-  trial (which made 4,000 trials 10x slower than 1,000), no scan of all records.
+  records, and when the loop ends. The snapshot has a fixed size however many trials ran:
+  the sampler's state is saved without its history (``state_dict(history=False)``: RNG,
+  counters, population / surrogate / policy), and on resume the sampler is given the
+  journal's results up to the snapshot as its history. ``resume=True`` restores the
+  snapshot, re-runs the trials that were in flight and replays the journal's records
+  written after it (the same asks give the same archs; the journaled results are told
+  instead of evaluated), so the finished journal equals an uninterrupted run's (apart
+  from the ``timing`` fields). Per trial the loop does O(1) work besides the sampler: no
+  save of the whole history per trial (which made 4,000 trials 10x slower than 1,000), no
+  scan of all records.
 """
 
 from __future__ import annotations
@@ -69,7 +73,9 @@ def _constraint_reason(constraint: Constraint, arch: Arch,
         return verdict or None
     return None if verdict else f"rejected by the constraint {constraint!r}"
 
-STATE_VERSION = 1
+#: 2: the sampler's state is saved without its history (the journal holds it); version 1
+#: states (with the history) still load.
+STATE_VERSION = 2
 #: Default seconds between two snapshots of the loop state (the tail is replayed on resume).
 SAVE_SECONDS = 2.0
 
@@ -290,7 +296,7 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
             sampler.reset(seed)
         n_accounted, next_trial, pending, elapsed_before = 0, 0, [], 0.0
     else:
-        if state.get("version") != STATE_VERSION or state.get("space") != space.name:
+        if state.get("version") not in (1, STATE_VERSION) or state.get("space") != space.name:
             raise ValueError(f"{journal.state_path}: saved by another search (space "
                              f"{state.get('space')!r}, version {state.get('version')})")
         saved = state["sampler"]
@@ -300,7 +306,6 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
         if seed is not None and int(saved["seed"]) != int(seed):
             raise ValueError(f"the journaled search was seeded with {saved['seed']}, not {seed}; "
                              "resume it without a seed or with the same one")
-        sampler.load_state_dict(saved)
         n_accounted = int(state["n_records"])
         next_trial = int(state["next_trial"])
         pending = list(state["pending"])
@@ -308,6 +313,10 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
         if n_accounted > len(records):
             raise ValueError(f"{journal.path} has {len(records)} records but the saved state "
                              f"expects {n_accounted}; the journal was truncated")
+        # the snapshot holds no history: the sampler was told the journal's results
+        sampler.load_state_dict(saved, history=[
+            (Arch.from_dict(r["arch_json"]), r["objective"] if r["status"] == "ok" else None)
+            for r in records[:n_accounted]], asked=[Arch.from_dict(p["arch"]) for p in pending])
     replay = {int(r["trial"]): r for r in records[n_accounted:]}
     records = records[:n_accounted]
 
@@ -334,7 +343,8 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
 
     def save_state() -> None:
         journal.save_state({
-            "version": STATE_VERSION, "space": space.name, "sampler": sampler.state_dict(),
+            "version": STATE_VERSION, "space": space.name,
+            "sampler": sampler.state_dict(history=False),
             "n_records": len(records), "next_trial": next_trial,
             "pending": [t.pending_state() for t in in_flight],
             "elapsed": elapsed_before + time.perf_counter() - start,

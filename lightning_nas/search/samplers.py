@@ -6,6 +6,11 @@ rejected candidate). It owns its random state, and ``state_dict()`` holds everyt
 knows (RNG state, history, population, surrogate, policy and optimiser), so a search
 restored with ``load_state_dict`` asks exactly what the uninterrupted one would have.
 
+``state_dict(history=False)`` leaves out what grows with the search (the results told and
+the architectures asked) and keeps only the fixed-size rest: the search loop snapshots
+that, because its journal already holds every result, and passes the journal's results
+back to ``load_state_dict(state, history=..., asked=...)`` on resume.
+
 Samplers only use the space's generic interface: ``sample``/``mutate`` and the categorical
 view ``decisions``/``encode``/``decode``/``one_hot``, so they run on every space that has it
 (NAS-Bench-201, DARTS, ...).
@@ -48,10 +53,16 @@ def space_size(space: SearchSpace) -> int | None:
 
 def one_hot_batch(space: SearchSpace, archs: Sequence[Arch]) -> torch.Tensor:
     """``space.one_hot`` of every arch stacked: (N, sum of option counts)."""
+    return _one_hot_rows(space, [space.encode(a) for a in archs])
+
+
+def _one_hot_rows(space: SearchSpace, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    """One-hot rows from option indices (``space.encode`` of each arch): (N, sum of
+    option counts)."""
     sizes = [len(options) for _, options in space.decisions()]
     offsets = torch.tensor([0, *itertools.accumulate(sizes)][:-1])
-    index = torch.tensor([space.encode(a) for a in archs], dtype=torch.long).reshape(-1, len(sizes))
-    out = torch.zeros(len(archs), sum(sizes))
+    index = torch.tensor(rows, dtype=torch.long).reshape(-1, len(sizes))
+    out = torch.zeros(len(rows), sum(sizes))
     out.scatter_(1, index + offsets, 1.0)
     return out
 
@@ -216,22 +227,44 @@ class Sampler(ABC):
         return self.space.sample(self.rng)
 
     # -- state -----------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, *, history: bool = True) -> dict[str, Any]:
         """Everything needed to continue: plain Python values and tensors (``torch.save``
-        with ``weights_only`` loading works)."""
+        with ``weights_only`` loading works).
+
+        Args:
+            history: include the results told and the architectures asked. Without them
+                the state has a fixed size however long the search ran (the RNG, counters
+                and the subclass's model: population, surrogate, policy); whoever loads it
+                passes the history back (the search loop: from its journal).
+        """
         version, internal, gauss = self.rng.getstate()
-        return {
+        state = {
             "class": type(self).__name__,
             "space": self.space.name,
             "seed": self.seed,
             "rng": [version, list(internal), gauss],
-            "seen": sorted(self.seen),
-            "history": [[a.to_dict(), r] for a, r in self.history],
+            "n_told": len(self.history),
             "n_asked": self.n_asked,
             "extra": self._extra_state(),
         }
+        if history:
+            state["seen"] = sorted(self.seen)
+            state["history"] = [[a.to_dict(), r] for a, r in self.history]
+        return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], *,
+                        history: Sequence[tuple[Arch, float | None]] | None = None,
+                        asked: Sequence[Arch] = ()) -> None:
+        """Restore :meth:`state_dict`.
+
+        Args:
+            state: a saved state.
+            history: for a state saved without history: the ``(arch, result)`` pairs told
+                before it was saved, in order (``result`` None for failed or rejected),
+                e.g. the journal's records.
+            asked: for a state saved without history: the architectures asked but not told
+                when it was saved (trials in flight).
+        """
         if state.get("class") != type(self).__name__ or state.get("space") != self.space.name:
             raise ValueError(f"state of a {state.get('class')} sampler on the "
                              f"{state.get('space')!r} space cannot be loaded into a "
@@ -239,12 +272,28 @@ class Sampler(ABC):
         self.reset(state["seed"])
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
-        self.seen = set(state["seen"])
-        self.history = [(Arch.from_dict(a), r) for a, r in state["history"]]
+        if "history" in state:
+            self.history = [(Arch.from_dict(a), r) for a, r in state["history"]]
+            self.seen = set(state["seen"])
+        else:
+            if history is None:
+                raise ValueError("this sampler state was saved without its history; pass "
+                                 "history= (the results told before it was saved)")
+            if len(history) != int(state["n_told"]):
+                raise ValueError(f"the sampler state was saved after {state['n_told']} "
+                                 f"results but history= holds {len(history)}")
+            self.history = [(arch, _clean(result)) for arch, result in history]
+            self.seen = {a.digest for a, _ in self.history} | {a.digest for a in asked}
         self.n_asked = int(state["n_asked"])
+        self._restore_history()
         self._load_extra_state(state["extra"])
 
+    def _restore_history(self) -> None:
+        """Rebuild what the subclass derives from ``self.history`` (called on load, before
+        :meth:`_load_extra_state`)."""
+
     def _extra_state(self) -> dict[str, Any]:
+        """The subclass's state; of a size that does not grow with the history."""
         return {}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
@@ -339,6 +388,12 @@ class BayesianOptimization(Sampler):
         random_candidates: uniformly random candidates added to the pool.
         retrain_every: refit the surrogate when this many new results have arrived since the
             last fit (1 = before every model-based ask; larger is cheaper).
+        retrain_growth: also wait until the results have grown by this fraction since the
+            last fit (0 = off). A fit costs time in proportion to the results, so refitting
+            after a fixed count makes the search quadratic; with a fraction g the refits
+            come at geometrically spaced sizes and the refit cost per trial stays about
+            ``(1 + g) / g`` times one result's share of a fit, however long the search
+            (0.1: every result up to 10 results, every 10th at 100, every 1,000th at 10,000).
         surrogate: ``None`` (default) for the :class:`MLPEnsemble` above, or a factory
             called on every reset with the one-hot width ``in_dim``, returning an object with
             ``fitted``, ``fit(x, y, generator)``, ``predict(x) -> (E, N)`` (E >= 1 samples
@@ -357,7 +412,7 @@ class BayesianOptimization(Sampler):
                  learning_rate: float = 0.01, weight_decay: float = 0.0,
                  acquisition: str = "its", ucb_beta: float = 1.0, num_parents: int = 10,
                  mutations_per_parent: int = 10, random_candidates: int = 50,
-                 retrain_every: int = 1,
+                 retrain_every: int = 1, retrain_growth: float = 0.0,
                  surrogate: PredictorSurrogate | Callable[[int], Any] | None = None,
                  seed: int = 0, dedup: bool = True):
         if surrogate is not None and not callable(surrogate):
@@ -374,6 +429,8 @@ class BayesianOptimization(Sampler):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if random_candidates < 0:
             raise ValueError(f"random_candidates must be >= 0, got {random_candidates}")
+        if not 0 <= retrain_growth < math.inf:
+            raise ValueError(f"retrain_growth must be a fraction >= 0, got {retrain_growth}")
         self.initial_random = initial_random
         self.acquisition = acquisition
         self.ucb_beta = ucb_beta
@@ -381,6 +438,7 @@ class BayesianOptimization(Sampler):
         self.mutations_per_parent = mutations_per_parent
         self.random_candidates = random_candidates
         self.retrain_every = retrain_every
+        self.retrain_growth = float(retrain_growth)
         self.model_options = {"members": ensemble_size, "hidden": tuple(hidden),
                               "epochs": epochs, "learning_rate": learning_rate,
                               "weight_decay": weight_decay}
@@ -396,20 +454,51 @@ class BayesianOptimization(Sampler):
         else:
             self.model = self.surrogate(in_dim)
         self.trained_on = -1  # number of results the model was fitted on
+        # kept as results arrive, so that an ask does not scan the history:
+        self._results: list[tuple[Arch, float]] = []  # successful results, in order
+        self._encoded: list[list[int]] = []            # space.encode of each, same order
+        self._top: list[tuple[float, int, Arch]] = []   # (-result, order, arch): best first
+
+    def _restore_history(self) -> None:
+        for arch, result in self.history:
+            self._add_result(arch, result)
+
+    def _tell(self, arch: Arch, result: float | None) -> None:
+        self._add_result(arch, result)
+
+    def _add_result(self, arch: Arch, result: float | None) -> None:
+        if result is None:
+            return
+        key = (-result, len(self._results), arch)
+        self._results.append((arch, result))
+        self._encoded.append(self.space.encode(arch))
+        if len(self._top) < self.num_parents or key < self._top[-1]:
+            # ties keep the earlier result first (the order of a stable sort by result)
+            bisect.insort(self._top, key)  # (-result, order) is unique: archs never compared
+            del self._top[self.num_parents:]
 
     def _data(self) -> list[tuple[Arch, float]]:
-        return [(a, r) for a, r in self.history if r is not None]
+        """The successful results so far, in order (the surrogate's training data)."""
+        return self._results
+
+    def refit_due(self) -> bool:
+        """Whether the next model-based ask refits the surrogate."""
+        n = len(self._results)
+        if not self.model.fitted or self.trained_on < 0:
+            return True
+        wait = max(self.retrain_every, math.ceil(self.retrain_growth * self.trained_on))
+        return n - self.trained_on >= wait
 
     def _ask(self) -> Arch:
         data = self._data()
         if self.n_asked < self.initial_random or len(data) < 2:
             return self._random_unseen()
-        if not self.model.fitted or len(data) - self.trained_on >= self.retrain_every:
-            x = one_hot_batch(self.space, [a for a, _ in data])
+        if self.refit_due():
+            x = _one_hot_rows(self.space, self._encoded)
             y = torch.tensor([r for _, r in data])
             self.model.fit(x, y, torch.Generator().manual_seed(self.rng.getrandbits(62)))
             self.trained_on = len(data)
-        pool = self._candidates(data)
+        pool = self._candidates()
         if not pool:
             return self._random_unseen()
         preds = self.model.predict(one_hot_batch(self.space, pool))  # (E, N)
@@ -420,7 +509,7 @@ class BayesianOptimization(Sampler):
         elif self.acquisition == "ucb":
             score = mean + self.ucb_beta * std
         elif self.acquisition == "ei":
-            best = max(r for _, r in data)
+            best = -self._top[0][0]
             s = std.clamp_min(1e-9)
             z = (mean - best) / s
             normal = torch.distributions.Normal(0.0, 1.0)
@@ -429,8 +518,8 @@ class BayesianOptimization(Sampler):
             score = mean
         return pool[int(torch.argmax(score))]
 
-    def _candidates(self, data: list[tuple[Arch, float]]) -> list[Arch]:
-        parents = [a for a, _ in sorted(data, key=lambda ar: -ar[1])[: self.num_parents]]
+    def _candidates(self) -> list[Arch]:
+        parents = [arch for _, _, arch in self._top]
         pool: dict[str, Arch] = {}
         for parent in parents:
             for _ in range(self.mutations_per_parent):
@@ -561,9 +650,11 @@ class Reinforce(Sampler):
                 "optimizer": self.optimizer.state_dict(),
                 "baseline": [self.baseline_num, self.baseline_den]}
 
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
+    def _restore_history(self) -> None:
         # a shortcut only (a missing position costs one decode): rebuilt from the history
         self._asked_positions = {self._position(self.space.encode(a)) for a, _ in self.history}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
         with torch.no_grad():
             for l, saved in zip(self.logits, state["logits"]):
                 l.copy_(saved)

@@ -227,12 +227,14 @@ class ZeroCostWarmup(Sampler):
         self.base.tell(arch, result)
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"base": self.base.state_dict(),
+        # the base was told exactly what this wrapper was told: its history is this one's
+        return {"base": self.base.state_dict(history=False),
                 "queue": None if self.queue is None else [a.to_dict() for a in self.queue],
                 "queue_scores": list(self.queue_scores), "next": self.next}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        self.base.load_state_dict(state["base"])
+        self.base.load_state_dict(state["base"], history=self.history)
+        self.base.seen = set(self.seen)  # every ask, warm-up or the base's, is in both
         self.queue = None if state["queue"] is None else [Arch.from_dict(a)
                                                           for a in state["queue"]]
         self.queue_scores = [float(s) for s in state["queue_scores"]]
