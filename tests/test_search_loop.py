@@ -18,6 +18,7 @@ from lightning_nas.search import (
     RandomSampler,
     RegularizedEvolution,
     Reinforce,
+    UnsatisfiableConstraintError,
     read_journal,
     run_search,
     without_timing,
@@ -375,10 +376,12 @@ def test_unseen_index_finds_the_kth_unseen_in_enumeration_order():
 
 
 def test_unsatisfiable_constraint_stops_with_a_clear_error(tmp_path):
-    with pytest.raises(RuntimeError, match="20 candidates in a row were rejected"):
+    with pytest.raises(UnsatisfiableConstraintError,
+                       match="20 candidates in a row were rejected") as caught:
         run_search(SPACE, sampler_of("random"), SyntheticEvaluator(), budget_trials=10,
                    run_dir=tmp_path, seed=0, progress=False, max_rejections=20,
-                   constraint=lambda arch, metrics: False)
+                   constraint=lambda arch, metrics: ["too slow"])
+    assert caught.value.rejections == 20 and caught.value.last_reason == "too slow"
     assert len(read_journal(tmp_path)) == 20
 
 

@@ -14,7 +14,12 @@ from lightning_nas.search.evaluators import (
     shared_data_dir,
 )
 from lightning_nas.search.journal import Journal, read_journal, without_timing
-from lightning_nas.search.loop import MetricObjective, SearchResult, run_search
+from lightning_nas.search.loop import (
+    MetricObjective,
+    SearchResult,
+    UnsatisfiableConstraintError,
+    run_search,
+)
 from lightning_nas.search.predictor_evaluator import PredictorEvaluator
 from lightning_nas.search.samplers import (
     BayesianOptimization,
@@ -43,6 +48,7 @@ __all__ = [
     "SupernetEvaluator",
     "TabularEvaluator",
     "TrainingEvaluator",
+    "UnsatisfiableConstraintError",
     "default_nb201_table",
     "one_hot_batch",
     "read_journal",

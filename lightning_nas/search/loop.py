@@ -246,328 +246,436 @@ def run_search(space: SearchSpace, sampler: Sampler, evaluator: Callable[[Arch],
     Returns:
         a :class:`SearchResult`.
     """
-    if budget_trials is None and budget_seconds is None:
-        raise ValueError("give a budget: budget_trials and/or budget_seconds")
-    if budget_trials is not None and budget_trials < 0:
-        raise ValueError(f"budget_trials must be >= 0, got {budget_trials}")
-    if budget_seconds is not None and budget_seconds < 0:
-        raise ValueError(f"budget_seconds must be >= 0, got {budget_seconds}")
-    if max_rejections < 1:
-        raise ValueError(f"max_rejections must be >= 1, got {max_rejections}")
-    if not save_seconds > 0 or (save_every is not None and save_every < 1):
-        raise ValueError(f"save_seconds must be > 0 and save_every >= 1 (or None); got "
-                         f"{save_seconds}, {save_every}")
-    if getattr(sampler, "space", None) is None or sampler.space.name != space.name:
-        raise ValueError(f"the sampler works on the "
-                         f"{getattr(getattr(sampler, 'space', None), 'name', None)!r} space but "
-                         f"the search is over {space.name!r}")
-    if objective is None:
-        primary = getattr(evaluator, "primary_metric", None)
-        if not primary:
-            raise ValueError("the evaluator has no primary_metric; pass objective=")
-        objective = MetricObjective(primary)
-    elif isinstance(objective, str):
-        objective = MetricObjective(objective)
-    if executor is None:
-        width = 1
-    else:
-        width = max_in_flight or getattr(executor, "_max_workers", None) or 1
-    if width < 1:
-        raise ValueError(f"max_in_flight must be >= 1, got {width}")
-    needs_network = any(getattr(h, "needs_network", True) for h in metric_hooks)
-    if build_network is None:
-        build_network = space.build
-
+    options = _Options.check(space, sampler, evaluator, budget_trials=budget_trials,
+                             budget_seconds=budget_seconds, time_key=time_key,
+                             objective=objective, executor=executor,
+                             max_in_flight=max_in_flight, metric_hooks=metric_hooks,
+                             constraint=constraint, max_rejections=max_rejections,
+                             progress=progress, build_network=build_network,
+                             on_record=on_record, save_seconds=save_seconds,
+                             save_every=save_every)
     journal = Journal(run_dir, durable=durable)
-    records: list[dict[str, Any]] = []
-    state = None
-    if journal.exists():
-        if not resume:
-            raise FileExistsError(f"{journal.run_dir} already holds a search journal; pass "
-                                  "resume=True (--resume) to continue it, or use a new run_dir")
+    state = _SearchState.open(journal, options, resume=resume, seed=seed, identity=identity)
+    try:
+        state.run()
+    finally:
+        state.close()
+    if state.replay:
+        warnings.warn(f"{journal.path} holds {len(state.replay)} record(s) beyond what this "
+                      "search produced (was the budget lowered on resume?); they were left "
+                      "in place", stacklevel=2)
+    result = SearchResult(records=state.records, best=state.best, run_dir=journal.run_dir,
+                          overhead=_overhead_stats(state.overheads))
+    _write_summary(result, space, sampler, state.used_seconds(), time_key)
+    return result
+
+
+@dataclass
+class _Options:
+    """What :func:`run_search` was asked to do, checked; fixed for the whole search."""
+
+    space: SearchSpace
+    sampler: Sampler
+    evaluator: Callable[[Arch], Mapping[str, Any]]
+    objective: Callable[[Mapping[str, Any]], float]
+    budget_trials: int | None
+    budget_seconds: float | None
+    time_key: str | None
+    executor: Executor | None
+    width: int  # trials in flight at once
+    metric_hooks: Sequence[MetricHook]
+    needs_network: bool
+    build_network: Callable[[Arch], Any]
+    constraint: Constraint | None
+    max_rejections: int
+    progress: bool
+    on_record: Callable[[dict[str, Any]], None] | None
+    save_seconds: float
+    save_every: int | None
+
+    @classmethod
+    def check(cls, space: SearchSpace, sampler: Sampler,
+              evaluator: Callable[[Arch], Mapping[str, Any]], *, budget_trials: int | None,
+              budget_seconds: float | None, time_key: str | None, objective: Any,
+              executor: Executor | None, max_in_flight: int | None,
+              metric_hooks: Sequence[MetricHook], constraint: Constraint | None,
+              max_rejections: int, progress: bool,
+              build_network: Callable[[Arch], Any] | None,
+              on_record: Callable[[dict[str, Any]], None] | None, save_seconds: float,
+              save_every: int | None) -> _Options:
+        if budget_trials is None and budget_seconds is None:
+            raise ValueError("give a budget: budget_trials and/or budget_seconds")
+        if budget_trials is not None and budget_trials < 0:
+            raise ValueError(f"budget_trials must be >= 0, got {budget_trials}")
+        if budget_seconds is not None and budget_seconds < 0:
+            raise ValueError(f"budget_seconds must be >= 0, got {budget_seconds}")
+        if max_rejections < 1:
+            raise ValueError(f"max_rejections must be >= 1, got {max_rejections}")
+        if not save_seconds > 0 or (save_every is not None and save_every < 1):
+            raise ValueError(f"save_seconds must be > 0 and save_every >= 1 (or None); got "
+                             f"{save_seconds}, {save_every}")
+        if getattr(sampler, "space", None) is None or sampler.space.name != space.name:
+            raise ValueError(f"the sampler works on the "
+                             f"{getattr(getattr(sampler, 'space', None), 'name', None)!r} "
+                             f"space but the search is over {space.name!r}")
+        if objective is None:
+            primary = getattr(evaluator, "primary_metric", None)
+            if not primary:
+                raise ValueError("the evaluator has no primary_metric; pass objective=")
+            objective = MetricObjective(primary)
+        elif isinstance(objective, str):
+            objective = MetricObjective(objective)
+        if executor is None:
+            width = 1
+        else:
+            width = max_in_flight or getattr(executor, "_max_workers", None) or 1
+        if width < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {width}")
+        return cls(space=space, sampler=sampler, evaluator=evaluator, objective=objective,
+                   budget_trials=budget_trials, budget_seconds=budget_seconds,
+                   time_key=time_key, executor=executor, width=width,
+                   metric_hooks=metric_hooks,
+                   needs_network=any(getattr(h, "needs_network", True) for h in metric_hooks),
+                   build_network=build_network or space.build, constraint=constraint,
+                   max_rejections=max_rejections, progress=progress, on_record=on_record,
+                   save_seconds=save_seconds, save_every=save_every)
+
+
+class _SearchState:
+    """One search session: what the journal and snapshot say so far, and the three steps.
+
+    :meth:`propose` asks the sampler for the next candidate and either submits it for
+    evaluation or journals it at once (rejected, or failed in a hook); :meth:`collect` waits
+    for the oldest trial in flight, tells the sampler and journals its record; :meth:`run`
+    alternates them until the budget is spent. On resume, trials whose records are already
+    in the journal are replayed (told their journaled result) instead of evaluated.
+    """
+
+    def __init__(self, journal: Journal, options: _Options, records: list[dict[str, Any]],
+                 replay: dict[int, dict[str, Any]], next_trial: int, elapsed_before: float):
+        self.journal = journal
+        self.o = options
+        self.records = records                 # journal order, rejected ones included
+        self.replay = replay                   # trial -> journaled record not yet replayed
+        self.next_trial = next_trial
+        self.elapsed_before = elapsed_before   # seconds used by earlier sessions
+        self.n_evaluated = sum(r["status"] != "rejected" for r in records)
+        self.n_failed = sum(r["status"] == "failed" for r in records)
+        self.simulated = sum(float(r["metrics"].get(options.time_key) or 0.0) for r in records
+                             if options.time_key and r["status"] != "rejected")
+        ok = [r for r in records if r["status"] == "ok"]
+        self.best = max(ok, key=lambda r: r["objective"]) if ok else None
+        self.rejections_in_row = 0
+        self.in_flight: deque[_Trial] = deque()
+        self.overheads: list[float] = []
+        self.start = time.perf_counter()
+        self.last_save = (self.start, len(records))  # time and records at the last snapshot
+        self.bar = tqdm(total=options.budget_trials, initial=self.n_evaluated,
+                        disable=not options.progress, unit="trial", dynamic_ncols=True,
+                        desc=f"search {options.space.name}/{type(options.sampler).__name__}")
+
+    # -- opening: a fresh search or the journaled one ------------------------------------------
+    @classmethod
+    def open(cls, journal: Journal, o: _Options, *, resume: bool, seed: int | None,
+             identity: Mapping[str, Any] | None) -> _SearchState:
+        records: list[dict[str, Any]] = []
+        state = None
+        if journal.exists():
+            if not resume:
+                raise FileExistsError(f"{journal.run_dir} already holds a search journal; pass "
+                                      "resume=True (--resume) to continue it, or use a new "
+                                      "run_dir")
+            if identity is not None:
+                journal.check_identity(dict(identity))
+            records = journal.read(repair=True)
+            state = journal.load_state()
         if identity is not None:
-            journal.check_identity(dict(identity))
-        records = journal.read(repair=True)
-        state = journal.load_state()
-    if identity is not None:
-        journal.save_identity(dict(identity))
-    if state is None:
-        if seed is not None:
-            sampler.reset(seed)
-        n_accounted, next_trial, pending, elapsed_before = 0, 0, [], 0.0
-    else:
-        if state.get("version") not in (1, STATE_VERSION) or state.get("space") != space.name:
+            journal.save_identity(dict(identity))
+        if state is None:
+            if seed is not None:
+                o.sampler.reset(seed)
+            search = cls(journal, o, [], {int(r["trial"]): r for r in records}, 0, 0.0)
+            search.save()  # the fresh search's starting point (the seed): replay starts here
+            return search
+        n_accounted = cls._restore_sampler(journal, o, state, records, seed)
+        search = cls(journal, o, records[:n_accounted],
+                     {int(r["trial"]): r for r in records[n_accounted:]},
+                     int(state["next_trial"]), float(state["elapsed"]))
+        for p in state["pending"]:  # trials in flight when the state was saved: run them again
+            arch = Arch.from_dict(p["arch"])
+            search.submit(_Trial(int(p["trial"]), arch, o.space.to_string(arch),
+                                 dict(p["hook_metrics"]), float(p["hook_seconds"]), 0.0))
+        return search
+
+    @staticmethod
+    def _restore_sampler(journal: Journal, o: _Options, state: Mapping[str, Any],
+                         records: list[dict[str, Any]], seed: int | None) -> int:
+        """Load the snapshot's sampler with the journal's results up to it as its history;
+        returns how many records the snapshot accounts for."""
+        if state.get("version") not in (1, STATE_VERSION) or state.get("space") != o.space.name:
             raise ValueError(f"{journal.state_path}: saved by another search (space "
                              f"{state.get('space')!r}, version {state.get('version')})")
         saved = state["sampler"]
-        if saved.get("class") != type(sampler).__name__:
+        if saved.get("class") != type(o.sampler).__name__:
             raise ValueError(f"{journal.state_path}: the journaled search used a "
-                             f"{saved.get('class')} sampler, not {type(sampler).__name__}")
+                             f"{saved.get('class')} sampler, not {type(o.sampler).__name__}")
         if seed is not None and int(saved["seed"]) != int(seed):
             raise ValueError(f"the journaled search was seeded with {saved['seed']}, not {seed}; "
                              "resume it without a seed or with the same one")
         n_accounted = int(state["n_records"])
-        next_trial = int(state["next_trial"])
-        pending = list(state["pending"])
-        elapsed_before = float(state["elapsed"])
         if n_accounted > len(records):
             raise ValueError(f"{journal.path} has {len(records)} records but the saved state "
                              f"expects {n_accounted}; the journal was truncated")
         # the snapshot holds no history: the sampler was told the journal's results
-        sampler.load_state_dict(saved, history=[
+        o.sampler.load_state_dict(saved, history=[
             (Arch.from_dict(r["arch_json"]), r["objective"] if r["status"] == "ok" else None)
-            for r in records[:n_accounted]], asked=[Arch.from_dict(p["arch"]) for p in pending])
-    replay = {int(r["trial"]): r for r in records[n_accounted:]}
-    records = records[:n_accounted]
+            for r in records[:n_accounted]],
+            asked=[Arch.from_dict(p["arch"]) for p in state["pending"]])
+        return n_accounted
 
-    n_evaluated = sum(r["status"] != "rejected" for r in records)
-    simulated = sum(float(r["metrics"].get(time_key) or 0.0) for r in records
-                    if time_key and r["status"] != "rejected")
-    ok = [r for r in records if r["status"] == "ok"]
-    best = max(ok, key=lambda r: r["objective"]) if ok else None
-    n_failed = sum(r["status"] == "failed" for r in records)  # kept up to date, never rescanned
-    overheads: list[float] = []
-    rejections_in_row = 0
-    start = time.perf_counter()
-    in_flight: deque[_Trial] = deque()
+    # -- budget and snapshots ------------------------------------------------------------------
+    def used_seconds(self) -> float:
+        if self.o.time_key:
+            return self.simulated
+        return self.elapsed_before + time.perf_counter() - self.start
 
-    def used_seconds() -> float:
-        if time_key:
-            return simulated
-        return elapsed_before + time.perf_counter() - start
-
-    def can_ask() -> bool:
-        if budget_trials is not None and n_evaluated + len(in_flight) >= budget_trials:
+    def can_ask(self) -> bool:
+        o = self.o
+        if o.budget_trials is not None and \
+                self.n_evaluated + len(self.in_flight) >= o.budget_trials:
             return False
-        return budget_seconds is None or used_seconds() < budget_seconds
+        return o.budget_seconds is None or self.used_seconds() < o.budget_seconds
 
-    def save_state() -> None:
-        journal.save_state({
-            "version": STATE_VERSION, "space": space.name,
-            "sampler": sampler.state_dict(history=False),
-            "n_records": len(records), "next_trial": next_trial,
-            "pending": [t.pending_state() for t in in_flight],
-            "elapsed": elapsed_before + time.perf_counter() - start,
+    def save(self) -> None:
+        """Snapshot the loop state: the sampler without its history, trials in flight."""
+        self.journal.save_state({
+            "version": STATE_VERSION, "space": self.o.space.name,
+            "sampler": self.o.sampler.state_dict(history=False),
+            "n_records": len(self.records), "next_trial": self.next_trial,
+            "pending": [t.pending_state() for t in self.in_flight],
+            "elapsed": self.elapsed_before + time.perf_counter() - self.start,
         })
+        self.last_save = (time.perf_counter(), len(self.records))
 
-    def submit(trial: _Trial) -> None:
-        if trial.index in replay:
-            trial.replay = replay.pop(trial.index)
-            if trial.replay["arch"] != trial.arch_str:
-                raise RuntimeError(f"cannot resume: journal trial {trial.index} is "
-                                   f"{trial.replay['arch']!r} but the restored sampler gives "
-                                   f"{trial.arch_str!r} (was the sampler changed?)")
-        elif executor is not None:
-            trial.future = executor.submit(_evaluate_trial, evaluator, trial.arch)
-        in_flight.append(trial)
+    def maybe_save(self) -> None:
+        """Snapshot when ``save_seconds`` passed or ``save_every`` records were added since
+        the last one. A state behind the journal is fine: on resume the journaled records
+        after it are replayed (the same asks give the same archs)."""
+        when, n = self.last_save
+        if (time.perf_counter() - when >= self.o.save_seconds
+                or (self.o.save_every is not None
+                    and len(self.records) - n >= self.o.save_every)):
+            self.save()
 
-    def record_of(index: int, arch: Arch, arch_str: str, status: str, stage: str,
-                  metrics: dict, value: float | None, error: str | None, timing: dict,
-                  tb: str | None = None) -> dict[str, Any]:
-        rec = {"trial": index, "status": status, "stage": stage, "arch": arch_str,
-               "arch_json": arch.to_dict(), "metrics": metrics, "objective": value,
-               "error": error, "timing": timing}
-        if tb:
-            rec["traceback"] = tb
-        return rec
-
-    last_save = [time.perf_counter(), len(records)]  # time, records at the last snapshot
-
-    def snapshot(force: bool = False) -> None:
-        now = time.perf_counter()
-        if (force or now - last_save[0] >= save_seconds
-                or (save_every is not None and len(records) - last_save[1] >= save_every)):
-            save_state()
-            last_save[0], last_save[1] = time.perf_counter(), len(records)
-
-    def commit(rec: dict[str, Any], overhead: float) -> None:
-        """Journal a new record, then maybe snapshot the state; the overhead includes it.
-
-        The snapshot is throttled (``save_seconds``, ``save_every``): the state grows with the
-        sampler's history. A state behind the journal is fine: on resume the journaled
-        records after it are replayed (the same asks give the same archs)."""
-        records.append(rec)
-        journal.append(rec)
+    # -- records -------------------------------------------------------------------------------
+    def commit(self, rec: dict[str, Any], overhead: float) -> None:
+        """Journal a new record, then maybe snapshot; the overhead includes the snapshot."""
+        self.records.append(rec)
+        self.journal.append(rec)
         s0 = time.perf_counter()
-        snapshot()
-        overheads.append(overhead + time.perf_counter() - s0)
+        self.maybe_save()
+        self.overheads.append(overhead + time.perf_counter() - s0)
 
-    def notify(rec: dict[str, Any]) -> None:
-        if on_record is not None:
-            on_record(rec)
-
-    bar = tqdm(total=budget_trials, initial=n_evaluated, disable=not progress, unit="trial",
-               desc=f"search {space.name}/{type(sampler).__name__}", dynamic_ncols=True)
-
-    def show() -> None:
-        if not progress:
+    def counted(self, rec: dict[str, Any]) -> None:
+        """Count a journaled (new or replayed) record and tell ``on_record``."""
+        if self.o.on_record is not None:
+            self.o.on_record(rec)
+        if rec["status"] == "rejected":
+            self.rejections_in_row += 1
             return
-        post = {"best": f"{best['objective']:.4g}" if best else "-", "failed": n_failed}
-        if budget_seconds is not None:
-            post["left_s"] = f"{max(0.0, budget_seconds - used_seconds()):.0f}"
-        bar.set_postfix(post, refresh=False)
+        self.rejections_in_row = 0
+        self.n_evaluated += 1
+        self.n_failed += rec["status"] == "failed"
+        if self.o.time_key and rec["stage"] == "evaluation":
+            self.simulated += float(rec["metrics"].get(self.o.time_key) or 0.0)
+        if rec["status"] == "ok" and (self.best is None
+                                      or rec["objective"] > self.best["objective"]):
+            self.best = rec
+        self.bar.update(1)
 
-    if state is None:
-        save_state()  # the fresh search's starting point (the seed): replay starts here
-    for p in pending:  # trials in flight when the state was saved: run them again
-        arch = Arch.from_dict(p["arch"])
-        submit(_Trial(int(p["trial"]), arch, space.to_string(arch), dict(p["hook_metrics"]),
-                      float(p["hook_seconds"]), 0.0))
+    def show(self) -> None:
+        if not self.o.progress:
+            return
+        post = {"best": f"{self.best['objective']:.4g}" if self.best else "-",
+                "failed": self.n_failed}
+        if self.o.budget_seconds is not None:
+            post["left_s"] = f"{max(0.0, self.o.budget_seconds - self.used_seconds()):.0f}"
+        self.bar.set_postfix(post, refresh=False)
 
-    try:
+    # -- the three steps -----------------------------------------------------------------------
+    def submit(self, trial: _Trial) -> None:
+        """Start evaluating ``trial`` (or mark it for replay when it is journaled)."""
+        if trial.index in self.replay:
+            trial.replay = self.replay.pop(trial.index)
+            _check_replay(trial.index, trial.replay, trial.arch_str)
+        elif self.o.executor is not None:
+            trial.future = self.o.executor.submit(_evaluate_trial, self.o.evaluator, trial.arch)
+        self.in_flight.append(trial)
+
+    def propose(self) -> None:
+        """Ask for one candidate; submit it, or journal it when it is rejected or fails
+        before evaluation."""
+        o = self.o
+        t0 = time.perf_counter()
+        index = self.next_trial
+        self.next_trial += 1
+        arch = o.sampler.ask()
+        ask_seconds = time.perf_counter() - t0
+        reason, arch_str = None, None
+        try:
+            o.space.validate(arch)
+            arch_str = o.space.to_string(arch)
+        except ArchError as err:
+            reason = f"ArchError: {err}"
+        if arch_str is None:
+            arch_str = str(dict(arch))
+        if index in self.replay:  # resuming: this trial's record is already journaled
+            if self.replay[index]["stage"] == "evaluation":
+                self.submit(_Trial(index, arch, arch_str, {}, 0.0, 0.0))
+                return
+            rec = self.replay.pop(index)  # rejected or failed in a hook before the crash
+            _check_replay(index, rec, arch_str)
+            o.sampler.tell(arch, None)
+            self.records.append(rec)
+            self.counted(rec)
+            return
+        overhead = time.perf_counter() - t0
+        hook_metrics, hook_seconds, hook_error = self._run_hooks(arch, reason)
+        t1 = time.perf_counter()
+        if reason is None and hook_error is None and o.constraint is not None:
+            try:
+                reason = _constraint_reason(o.constraint, arch, hook_metrics)
+            except Exception as err:  # noqa: BLE001 - e.g. a metric it needs is missing
+                hook_error = f"constraint failed: {type(err).__name__}: {err}"
+        if reason is None and hook_error is None:
+            self.rejections_in_row = 0
+            overhead += time.perf_counter() - t1
+            self.submit(_Trial(index, arch, arch_str, hook_metrics, hook_seconds, overhead,
+                               ask_seconds))
+            return
+        status = "rejected" if reason is not None else "failed"
+        t2 = time.perf_counter()
+        o.sampler.tell(arch, None)
+        tell_seconds = time.perf_counter() - t2
+        overhead += time.perf_counter() - t1
+        rec = _record(index, arch, arch_str, status, "pre-evaluation", hook_metrics, None,
+                      reason or hook_error,
+                      {"eval_seconds": 0.0, "hook_seconds": hook_seconds,
+                       "wall_seconds": hook_seconds, "overhead_seconds": overhead,
+                       "sampler_seconds": ask_seconds + tell_seconds})
+        self.commit(rec, overhead)
+        self.counted(rec)
+        if status == "rejected" and self.rejections_in_row >= o.max_rejections:
+            raise UnsatisfiableConstraintError(
+                f"{self.rejections_in_row} candidates in a row were rejected before "
+                f"evaluation (last: {reason}); nothing the sampler proposes satisfies the "
+                "constraint. Loosen the constraint or the space's limits, or raise "
+                "max_rejections.", rejections=self.rejections_in_row, last_reason=reason)
+
+    def _run_hooks(self, arch: Arch, reason: str | None
+                   ) -> tuple[dict[str, Any], float, str | None]:
+        """The metric hooks' metrics, their seconds and the error of a hook that failed."""
+        hook_metrics: dict[str, Any] = {}
+        if reason is not None or not self.o.metric_hooks:
+            return hook_metrics, 0.0, None
+        h0 = time.perf_counter()
+        error = None
+        try:
+            network = self.o.build_network(arch) if self.o.needs_network else None
+            for hook in self.o.metric_hooks:
+                hook_metrics.update({str(k): _scalar(v)
+                                     for k, v in hook(arch, network).items()})
+        except Exception as err:  # noqa: BLE001
+            error = f"metric hook failed: {type(err).__name__}: {err}"
+        return hook_metrics, time.perf_counter() - h0, error
+
+    def collect(self) -> None:
+        """Wait for the oldest trial in flight, tell the sampler, journal its record."""
+        o = self.o
+        trial = self.in_flight.popleft()
+        if trial.replay is not None:
+            rec = trial.replay
+            o.sampler.tell(trial.arch, rec["objective"] if rec["status"] == "ok" else None)
+            self.records.append(rec)
+            self.counted(rec)
+            self.show()
+            return
+        if trial.future is not None:
+            try:
+                out = trial.future.result()
+            except Exception as err:  # noqa: BLE001 - e.g. a broken process pool
+                out = {"metrics": {}, "error": f"{type(err).__name__}: {err}",
+                       "traceback": None, "seconds": 0.0}
+        else:
+            out = _evaluate_trial(o.evaluator, trial.arch)
+        t0 = time.perf_counter()
+        metrics = {**trial.hook_metrics, **out["metrics"]}
+        error, value = out["error"], None
+        if error is None:
+            try:
+                value = float(o.objective(metrics))
+                if not math.isfinite(value):
+                    error = f"objective is {value} (metrics {metrics})"
+                    value = None
+            except Exception as err:  # noqa: BLE001
+                error = f"objective failed: {type(err).__name__}: {err}"
+        t2 = time.perf_counter()
+        o.sampler.tell(trial.arch, value)
+        timing = {"eval_seconds": out["seconds"], "hook_seconds": trial.hook_seconds,
+                  "wall_seconds": out["seconds"] + trial.hook_seconds,
+                  "sampler_seconds": trial.sampler_seconds + time.perf_counter() - t2}
+        rec = _record(trial.index, trial.arch, trial.arch_str,
+                      "ok" if error is None else "failed", "evaluation", metrics, value, error,
+                      timing, out.get("traceback"))
+        overhead = trial.overhead + time.perf_counter() - t0
+        timing["overhead_seconds"] = overhead
+        self.commit(rec, overhead)
+        self.counted(rec)
+        self.show()
+
+    def run(self) -> None:
+        """Propose until the executor is full or the budget spent, collect one; repeat."""
         while True:
-            # -- fill the executor --------------------------------------------------------
-            while len(in_flight) < width and can_ask():
-                t0 = time.perf_counter()
-                index = next_trial
-                next_trial += 1
-                arch = sampler.ask()
-                ask_seconds = time.perf_counter() - t0
-                reason, arch_str = None, None
-                try:
-                    space.validate(arch)
-                    arch_str = space.to_string(arch)
-                except ArchError as err:
-                    reason = f"ArchError: {err}"
-                if arch_str is None:
-                    arch_str = str(dict(arch))
-                if index in replay:  # resuming: this trial's record is already journaled
-                    if replay[index]["stage"] == "evaluation":
-                        submit(_Trial(index, arch, arch_str, {}, 0.0, 0.0))
-                        continue
-                    rec = replay.pop(index)  # rejected or failed in a hook before the crash
-                    if rec["arch"] != arch_str:
-                        raise RuntimeError(f"cannot resume: journal trial {index} is "
-                                           f"{rec['arch']!r} but the restored sampler gives "
-                                           f"{arch_str!r} (was the sampler changed?)")
-                    sampler.tell(arch, None)
-                    records.append(rec)
-                    notify(rec)
-                    if rec["status"] == "rejected":
-                        rejections_in_row += 1
-                    else:
-                        n_evaluated += 1
-                        n_failed += 1
-                        rejections_in_row = 0
-                        bar.update(1)
-                    continue
-                hook_metrics: dict[str, Any] = {}
-                hook_seconds, hook_error = 0.0, None
-                overhead = time.perf_counter() - t0
-                if reason is None and metric_hooks:
-                    h0 = time.perf_counter()
-                    try:
-                        network = build_network(arch) if needs_network else None
-                        for hook in metric_hooks:
-                            hook_metrics.update({str(k): _scalar(v)
-                                                 for k, v in hook(arch, network).items()})
-                    except Exception as err:  # noqa: BLE001
-                        hook_error = f"metric hook failed: {type(err).__name__}: {err}"
-                    hook_seconds = time.perf_counter() - h0
-                t1 = time.perf_counter()
-                if reason is None and hook_error is None and constraint is not None:
-                    try:
-                        reason = _constraint_reason(constraint, arch, hook_metrics)
-                    except Exception as err:  # noqa: BLE001 - e.g. a metric it needs is missing
-                        hook_error = f"constraint failed: {type(err).__name__}: {err}"
-                if reason is not None or hook_error is not None:
-                    status = "rejected" if reason is not None else "failed"
-                    t2 = time.perf_counter()
-                    sampler.tell(arch, None)
-                    tell_seconds = time.perf_counter() - t2
-                    overhead += time.perf_counter() - t1
-                    rec = record_of(index, arch, arch_str, status, "pre-evaluation",
-                                    hook_metrics, None, reason or hook_error,
-                                    {"eval_seconds": 0.0, "hook_seconds": hook_seconds,
-                                     "wall_seconds": hook_seconds, "overhead_seconds": overhead,
-                                     "sampler_seconds": ask_seconds + tell_seconds})
-                    commit(rec, overhead)
-                    notify(rec)
-                    if status == "failed":
-                        n_evaluated += 1
-                        n_failed += 1
-                        rejections_in_row = 0
-                        bar.update(1)
-                        continue
-                    rejections_in_row += 1
-                    if rejections_in_row >= max_rejections:
-                        raise RuntimeError(
-                            f"{rejections_in_row} candidates in a row were rejected before "
-                            f"evaluation (last: {reason}); nothing the sampler proposes "
-                            "satisfies the constraint. Loosen the constraint or the space's "
-                            "limits, or raise max_rejections.")
-                    continue
-                rejections_in_row = 0
-                overhead += time.perf_counter() - t1
-                submit(_Trial(index, arch, arch_str, hook_metrics, hook_seconds, overhead,
-                              ask_seconds))
-
-            if not in_flight:
+            while len(self.in_flight) < self.o.width and self.can_ask():
+                self.propose()
+            if not self.in_flight:
                 break
-            # -- wait for the oldest trial, tell, journal ---------------------------------
-            trial = in_flight.popleft()
-            if trial.replay is not None:
-                rec = trial.replay
-                value = rec["objective"] if rec["status"] == "ok" else None
-                sampler.tell(trial.arch, value)
-                records.append(rec)
-            else:
-                if trial.future is not None:
-                    try:
-                        out = trial.future.result()
-                    except Exception as err:  # noqa: BLE001 - e.g. a broken process pool
-                        out = {"metrics": {}, "error": f"{type(err).__name__}: {err}",
-                               "traceback": None, "seconds": 0.0}
-                else:
-                    out = _evaluate_trial(evaluator, trial.arch)
-                t0 = time.perf_counter()
-                metrics = {**trial.hook_metrics, **out["metrics"]}
-                error, value = out["error"], None
-                if error is None:
-                    try:
-                        value = float(objective(metrics))
-                        if not math.isfinite(value):
-                            error = f"objective is {value} (metrics {metrics})"
-                            value = None
-                    except Exception as err:  # noqa: BLE001
-                        error = f"objective failed: {type(err).__name__}: {err}"
-                status = "ok" if error is None else "failed"
-                t2 = time.perf_counter()
-                sampler.tell(trial.arch, value)
-                timing = {"eval_seconds": out["seconds"], "hook_seconds": trial.hook_seconds,
-                          "wall_seconds": out["seconds"] + trial.hook_seconds,
-                          "sampler_seconds": trial.sampler_seconds + time.perf_counter() - t2}
-                rec = record_of(trial.index, trial.arch, trial.arch_str, status, "evaluation",
-                                metrics, value, error, timing, out.get("traceback"))
-                overhead = trial.overhead + time.perf_counter() - t0
-                timing["overhead_seconds"] = overhead
-                commit(rec, overhead)
-            notify(rec)
-            n_evaluated += 1
-            n_failed += rec["status"] == "failed"
-            if time_key and rec["status"] != "rejected":
-                simulated += float(rec["metrics"].get(time_key) or 0.0)
-            if rec["status"] == "ok" and (best is None or rec["objective"] > best["objective"]):
-                best = rec
-            bar.update(1)
-            show()
-        snapshot(force=True)  # the loop ended normally: the state is the journal's end
-    finally:
-        bar.close()
-        journal.close()
-        if executor is not None:
-            for t in in_flight:
+            self.collect()
+        self.save()  # the loop ended normally: the state is the journal's end
+
+    def close(self) -> None:
+        self.bar.close()
+        self.journal.close()
+        if self.o.executor is not None:
+            for t in self.in_flight:
                 if t.future is not None:
                     t.future.cancel()
-    if replay:
-        warnings.warn(f"{journal.path} holds {len(replay)} record(s) beyond what this search "
-                      "produced (was the budget lowered on resume?); they were left in place",
-                      stacklevel=2)
 
-    result = SearchResult(records=records, best=best, run_dir=journal.run_dir,
-                          overhead=_overhead_stats(overheads))
-    _write_summary(result, space, sampler, used_seconds(), time_key)
-    return result
+
+class UnsatisfiableConstraintError(RuntimeError):
+    """``max_rejections`` candidates in a row were rejected before evaluation."""
+
+    def __init__(self, message: str, *, rejections: int, last_reason: str | None):
+        super().__init__(message)
+        self.rejections = rejections
+        self.last_reason = last_reason
+
+
+def _check_replay(index: int, rec: Mapping[str, Any], arch_str: str) -> None:
+    if rec["arch"] != arch_str:
+        raise RuntimeError(f"cannot resume: journal trial {index} is {rec['arch']!r} but the "
+                           f"restored sampler gives {arch_str!r} (was the sampler changed?)")
+
+
+def _record(index: int, arch: Arch, arch_str: str, status: str, stage: str, metrics: dict,
+            value: float | None, error: str | None, timing: dict,
+            tb: str | None = None) -> dict[str, Any]:
+    rec = {"trial": index, "status": status, "stage": stage, "arch": arch_str,
+           "arch_json": arch.to_dict(), "metrics": metrics, "objective": value,
+           "error": error, "timing": timing}
+    if tb:
+        rec["traceback"] = tb
+    return rec
 
 
 def _write_summary(result: SearchResult, space: SearchSpace, sampler: Sampler,
