@@ -112,9 +112,9 @@ def test_delegates_export_pickles_and_takes_any_predictor():
                             train_archs=15, holdout_fraction=0.0, progress=False)
     assert ev.primary_metric == "accuracy" and ev.space is inner.space
     assert ev.export(None, "out") == {"arch": "out/arch.json"}
-    with pytest.raises(AttributeError, match="no attribute 'network'"):
-        _ = ev.network
     arch = tiny_space().smallest()
+    # the wrapped evaluator builds no network of its own: the space's, as Evaluator's default
+    assert type(ev.network(arch)) is type(inner.space.build(arch))
     first = ev(arch)
     assert ev.fit_report["holdout"] is None and ev.fit_report["networks"] == 15
     clone = pickle.loads(pickle.dumps(ev))

@@ -158,3 +158,31 @@ def test_latency_limits_are_drawn_only_on_a_latency_axis():
     assert _latency_limits(latency, [None]) is None  # no max_latency_ms constraint
     assert _latency_limits({"accuracy": "max", "params": "min"}, [4.0]) is None
     assert _latency_limits(None, [4.0]) is None
+
+
+def test_the_evaluator_protocol_has_a_default_for_every_optional_part():
+    """What the search CLI calls on any evaluator, without probing for attributes."""
+    from lightning_nas.search import Evaluator
+    from lightning_nas.spaces.darts import DartsSpace
+    from lightning_nas.spaces.nb201 import NB201Space
+
+    class Plain(Evaluator):
+        primary_metric = "acc"
+
+        def __call__(self, arch):
+            return {"acc": 1.0}
+
+    ev = Plain()
+    assert ev.space is None and ev.input_shape is None and ev.fit_report is None
+    assert ev.prepare() is ev
+    space = NB201Space(channels=4, cells_per_stage=1)
+    ev.bind(space)
+    assert ev.space is space
+    arch = space.sample(__import__("random").Random(0))
+    assert type(ev.network(arch)) is type(space.build(arch))
+    assert ev.verify(arch) is None and ev.export(arch, "out") is None
+    with pytest.raises(ValueError, match="looks up 'nb201' architectures but the space is "
+                                         "'darts'"):
+        ev.bind(DartsSpace())
+    with pytest.raises(ValueError, match="has no space to build"):
+        Plain().network(arch)

@@ -40,8 +40,10 @@ subnets exported by the evaluator's ``export`` (``run_dir/subnets/<b>ms/arch.jso
 one) and ``summary.json``; W&B gets one run with the front and a table of the best per
 budget.
 
-An evaluator with a ``prepare()`` method has it called before the search starts (the
-supernet evaluator loads its checkpoint and checks the space there).
+Before the search starts the evaluator is given the search's space (``bind``) and
+prepared (``prepare``: the supernet evaluator loads its checkpoint and checks the space
+there); see :class:`~lightning_nas.search.evaluators.Evaluator` for the parts of an
+evaluator the CLI uses.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from lightning_nas.hardware.objective import Constraints, MnasNetReward
 from lightning_nas.search.budgets import check_budgets
 from lightning_nas.search.evaluators import Evaluator
 from lightning_nas.search.journal import Journal
-from lightning_nas.search.loop import MetricObjective, run_search
+from lightning_nas.search.loop import MetricObjective, UnsatisfiableConstraintError, run_search
 from lightning_nas.search.report import (
     ParetoOptions,
     SearchReporter,
@@ -191,7 +193,7 @@ def _save_config(parser: ArgumentParser, cfg: Any, run_dir: Path) -> dict[str, A
 
 def _add_run_facts(summary: dict[str, Any], *, constraints: Mapping[str, Any] | None,
                    hardware: Mapping[str, Any], reported: Mapping[str, Any],
-                   evaluator: Any) -> None:
+                   evaluator: Evaluator) -> None:
     """The summary.json entries every search writes: its constraints, where latency was
     measured, the Pareto report, the W&B run and an accuracy predictor's hold-out quality."""
     if constraints:
@@ -202,7 +204,7 @@ def _add_run_facts(summary: dict[str, Any], *, constraints: Mapping[str, Any] | 
         summary["pareto"] = _pareto_summary(reported["pareto"])
     if reported["wandb"] is not None:
         summary["wandb"] = reported["wandb"]
-    if getattr(evaluator, "fit_report", None) is not None:
+    if evaluator.fit_report is not None:
         summary["predictor"] = evaluator.fit_report
 
 
@@ -230,12 +232,12 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _resolve_objective(cfg: Any, evaluator: Any, hooks: Sequence[Any]
+def _resolve_objective(cfg: Any, evaluator: Evaluator, hooks: Sequence[Any]
                        ) -> tuple[Callable[[Mapping[str, Any]], float] | None, str, str | None]:
     """``(objective or None for the default, its name, error message or None)``."""
     from lightning_nas.hardware.costs import CostHook
 
-    primary = getattr(evaluator, "primary_metric", None) or "objective"
+    primary = evaluator.primary_metric or "objective"
     name = cfg.objective
     if name in MNASNET_OBJECTIVES:
         opts = cfg.mnasnet
@@ -294,7 +296,7 @@ def _hardware_info(hooks: Sequence[Any]) -> dict[str, Any]:
     return out
 
 
-def _unsatisfiable(err: RuntimeError, run_dir: Path, constraints: Constraints | None
+def _unsatisfiable(err: UnsatisfiableConstraintError, run_dir: Path, constraints: Constraints | None
                    ) -> RuntimeError:
     """A clearer error for a search whose candidates are all rejected."""
     records = Journal(run_dir).read()
@@ -370,35 +372,19 @@ def _make_executor(cfg: Any) -> Executor | None:
     return ThreadPoolExecutor(max_workers=cfg.workers)
 
 
-def main_search(argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse ``argv`` (default ``sys.argv[1:]``), run the search, print and return a summary."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    cfg = parser.parse_args(argv)
-    if cfg.budget_trials is None and cfg.budget_seconds is None:
-        parser.error("give a budget: --budget_trials and/or --budget_seconds")
-    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
-    init = instantiate(cfg)
-    space, sampler, evaluator = init.space, init.sampler, init.evaluator
-    if getattr(evaluator, "space", False) is None:  # e.g. TrainingEvaluator: use the search's
-        evaluator.space = space
-    eval_space = getattr(evaluator, "space", None)
-    if isinstance(eval_space, SearchSpace) and eval_space.name != space.name:
-        parser.error(f"the evaluator looks up {eval_space.name!r} architectures but the space is "
-                     f"{space.name!r}")
-    prepare = getattr(evaluator, "prepare", None)
-    if callable(prepare):  # e.g. SupernetEvaluator: load the checkpoint, check the space
-        prepare()
-    hooks = list(init.metric_hooks or [])
+def _checked_hooks_and_constraints(parser: ArgumentParser, evaluator: Evaluator,
+                                   hooks: list[Any], constraints: Constraints | None
+                                   ) -> Constraints | None:
+    """Give cost hooks without an input shape the evaluator's; the active constraints (None
+    without any), which need a hook's metrics."""
     for hook in hooks:  # cost hooks without an input shape measure the evaluator's input
         if hasattr(hook, "input_shape") and hook.input_shape is None:
-            shape = getattr(evaluator, "input_shape", None)
+            shape = evaluator.input_shape
             if shape is None:
                 parser.error(f"metric hook {hook!r} has no input_shape and the evaluator "
                              f"{type(evaluator).__name__} does not tell one; set "
                              "init_args.input_shape, e.g. [3, 32, 32]")
             hook.input_shape = tuple(shape)
-    constraints: Constraints | None = init.constraints
     if constraints is not None and not constraints.active:
         constraints = None
     if constraints is not None and not hooks:
@@ -409,27 +395,54 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
             getattr(h, "latency", None) is False for h in hooks):
         parser.error("constraints.max_latency_ms needs measured latency: give the CostHook "
                      "in metric_hooks latency: true")
-    budgets: list[float] | None = None
-    if cfg.budgets is not None:
-        budgets = [float(b) for b in cfg.budgets]
-        if not budgets or any(not math.isfinite(b) or b <= 0 for b in budgets):
-            parser.error(f"budgets must be a non-empty list of latency budgets > 0 ms, got "
-                         f"{cfg.budgets!r}")
-        if len({_budget_name(b) for b in budgets}) != len(budgets):
-            parser.error(f"budgets has duplicates: {cfg.budgets!r}")
-        budgets.sort()
-        if constraints is not None and constraints.max_latency_ms is not None:
-            parser.error(f"constraints.max_latency_ms ({constraints.max_latency_ms:g}) and budgets "
-                         "both limit latency_ms; each budget is the max_latency_ms of its "
-                         "search, so drop constraints.max_latency_ms")
-        if not hooks:
-            parser.error("budgets need latency_ms from a metric hook: add "
-                         "lightning_nas.hardware.LatencyTableHook or lightning_nas.hardware."
-                         "CostHook (latency: true) to metric_hooks")
+    return constraints
+
+
+def _checked_budgets(parser: ArgumentParser, raw: Sequence[float] | None, hooks: list[Any],
+                     constraints: Constraints | None) -> list[float] | None:
+    """The latency budgets, sorted and checked (None: a single search)."""
+    if raw is None:
+        return None
+    budgets = [float(b) for b in raw]
+    if not budgets or any(not math.isfinite(b) or b <= 0 for b in budgets):
+        parser.error(f"budgets must be a non-empty list of latency budgets > 0 ms, got "
+                     f"{list(raw)!r}")
+    if len({_budget_name(b) for b in budgets}) != len(budgets):
+        parser.error(f"budgets has duplicates: {list(raw)!r}")
+    budgets.sort()
+    if constraints is not None and constraints.max_latency_ms is not None:
+        parser.error(f"constraints.max_latency_ms ({constraints.max_latency_ms:g}) and budgets "
+                     "both limit latency_ms; each budget is the max_latency_ms of its "
+                     "search, so drop constraints.max_latency_ms")
+    if not hooks:
+        parser.error("budgets need latency_ms from a metric hook: add "
+                     "lightning_nas.hardware.LatencyTableHook or lightning_nas.hardware."
+                     "CostHook (latency: true) to metric_hooks")
+    return budgets
+
+
+def main_search(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the search, print and return a summary."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    if cfg.budget_trials is None and cfg.budget_seconds is None:
+        parser.error("give a budget: --budget_trials and/or --budget_seconds")
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    init = instantiate(cfg)
+    space, sampler, evaluator = init.space, init.sampler, init.evaluator
+    try:
+        evaluator.bind(space)  # e.g. TrainingEvaluator takes the search's space
+    except ValueError as err:
+        parser.error(str(err))
+    evaluator.prepare()  # e.g. SupernetEvaluator: load the checkpoint, check the space
+    hooks = list(init.metric_hooks or [])
+    constraints = _checked_hooks_and_constraints(parser, evaluator, hooks, init.constraints)
+    budgets = _checked_budgets(parser, cfg.budgets, hooks, constraints)
     objective, objective_name, problem = _resolve_objective(cfg, evaluator, hooks)
     if problem:
         parser.error(problem)
-    primary = getattr(evaluator, "primary_metric", None) or objective_name
+    primary = evaluator.primary_metric or objective_name
     pareto_opts: ParetoOptions = init.pareto
     pareto_objectives = pareto_opts.objectives or default_objectives(primary, hooks)
     if pareto_opts.enabled is None:
@@ -464,7 +477,7 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _run_single(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sampler: Sampler,
-                evaluator: Any, hooks: list[Any], constraints: Constraints | None,
+                evaluator: Evaluator, hooks: list[Any], constraints: Constraints | None,
                 objective: Callable[[Mapping[str, Any]], float] | None, objective_name: str,
                 pareto_opts: ParetoOptions, pareto_objectives: dict[str, str] | None,
                 wandb_opts: WandbOptions | None, run_dir: Path,
@@ -488,7 +501,6 @@ def _run_single(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sampler
                                  if constraints is not None else []))
 
     executor = _make_executor(cfg)
-    build_network = getattr(evaluator, "network", None)
     failed = True
     try:
         try:
@@ -498,12 +510,9 @@ def _run_single(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sampler
                 executor=executor, resume=cfg.resume, seed=cfg.seed,
                 max_rejections=cfg.max_rejections, progress=cfg.progress, metric_hooks=hooks,
                 constraint=HardwareConstraint(constraints) if constraints else None,
-                build_network=build_network if callable(build_network) else None,
-                on_record=reporter, identity=identity)
-        except RuntimeError as err:
-            if "rejected before evaluation" in str(err):
-                raise _unsatisfiable(err, run_dir, constraints) from err
-            raise
+                build_network=evaluator.network, on_record=reporter, identity=identity)
+        except UnsatisfiableConstraintError as err:
+            raise _unsatisfiable(err, run_dir, constraints) from err
         failed = False
     finally:
         if executor is not None:
@@ -538,15 +547,14 @@ def _run_single(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sampler
 
 
 def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sampler: Sampler,
-                 evaluator: Any, hooks: list[Any], constraints: Constraints | None,
+                 evaluator: Evaluator, hooks: list[Any], constraints: Constraints | None,
                  objective: Callable[[Mapping[str, Any]], float] | None, objective_name: str,
                  primary: str, pareto_opts: ParetoOptions,
                  pareto_objectives: dict[str, str] | None, wandb_opts: WandbOptions | None,
                  run_dir: Path, budgets: list[float], seed: int,
                  identity: dict[str, Any]) -> dict[str, Any]:
     """One search per latency budget, then the joint report (module docstring)."""
-    build_network = getattr(evaluator, "network", None)
-    build_network = build_network if callable(build_network) else None
+    build_network = evaluator.network
     # before any folder, journal or evaluation: every budget must be reachable
     fastest = check_budgets(space, budgets, hooks, build_network)
     dirs = {b: run_dir / f"budget_{_budget_name(b)}" for b in budgets}
@@ -594,10 +602,8 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
                         progress=cfg.progress, metric_hooks=hooks,
                         constraint=HardwareConstraint(limit), build_network=build_network,
                         on_record=reporter, identity=identities[budget])
-                except RuntimeError as err:
-                    if "rejected before evaluation" in str(err):
-                        raise _unsatisfiable(err, bdir, limit) from err
-                    raise
+                except UnsatisfiableConstraintError as err:
+                    raise _unsatisfiable(err, bdir, limit) from err
                 failed = False
             finally:
                 reporter.finish(failed=failed)
@@ -642,15 +648,12 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
                      trial=best["budget_trial"],
                      metrics={k: v for k, v in m.items() if k != "found_in_budget_ms"})
         entry[primary] = m.get(primary)
-        verify = getattr(evaluator, "verify", None)
-        if callable(verify):  # a predicted fitness: the wrapped evaluator's real numbers
-            entry["verified"] = dict(verify(Arch.from_dict(best["arch_json"])))
-        export = getattr(evaluator, "export", None)
-        entry["subnet"] = None
-        if callable(export):
-            paths = export(Arch.from_dict(best["arch_json"]),
-                           run_dir / "subnets" / _budget_name(budget))
-            entry["subnet"] = {k: str(v) for k, v in paths.items()}
+        chosen = Arch.from_dict(best["arch_json"])
+        verified = evaluator.verify(chosen)  # a predicted fitness: the real numbers
+        if verified is not None:
+            entry["verified"] = dict(verified)
+        paths = evaluator.export(chosen, run_dir / "subnets" / _budget_name(budget))
+        entry["subnet"] = {k: str(v) for k, v in paths.items()} if paths else None
         best_per_budget.append(entry)
     report = {"metric": "latency_ms", "unit": "ms per batch", "objective": objective_name,
               "primary_metric": primary, "latency_source": fastest["source"],

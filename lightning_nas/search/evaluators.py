@@ -70,13 +70,63 @@ def check_classification_data(data: Any, who: str) -> None:
 
 
 class Evaluator(ABC):
-    """Base class of evaluators (for ``class_path`` configs); see the module docstring."""
+    """Base class of evaluators (for ``class_path`` configs); see the module docstring.
+
+    Besides ``__call__`` and ``primary_metric``, the search CLI uses these, each with a
+    default that suits an evaluator without the capability:
+
+    * ``space``: the space whose architectures it evaluates; ``None`` until :meth:`bind`
+      gives it the search's;
+    * :meth:`bind` (the search's space) and :meth:`prepare` (load and check what it needs),
+      both before any trial, so a wrong checkpoint or space fails at once;
+    * :attr:`input_shape` (one sample's ``(C, H, W)`` for cost hooks) and :meth:`network`
+      (the standalone network they measure);
+    * :meth:`verify` (real numbers for a predicted fitness) and :meth:`export` (the chosen
+      network's files) for the best candidate of each latency budget;
+    * :attr:`fit_report` (a predictor's hold-out quality, into ``summary.json``).
+    """
 
     primary_metric: str = ""
+    space: SearchSpace | None = None
+    fit_report: Mapping[str, Any] | None = None
 
     @abstractmethod
     def __call__(self, arch: Arch) -> Mapping[str, float]:
         """Metrics of ``arch``; raise when it cannot be evaluated."""
+
+    def bind(self, space: SearchSpace) -> None:
+        """Take the search's space when none was given; a different space is a
+        ``ValueError``."""
+        if self.space is None:
+            self.space = space
+        elif self.space.name != space.name:
+            raise ValueError(f"the evaluator looks up {self.space.name!r} architectures but "
+                             f"the space is {space.name!r}")
+
+    def prepare(self) -> Evaluator:
+        """Load and check what the evaluator needs (called once before the search)."""
+        return self
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """One sample's shape ``(C, H, W)``, when the evaluator knows its data."""
+        return None
+
+    def network(self, arch: Arch) -> Any:
+        """The standalone network of ``arch`` that cost hooks measure (default
+        ``space.build(arch)``)."""
+        if self.space is None:
+            raise ValueError(f"{type(self).__name__} has no space to build {arch!r} with")
+        return self.space.build(arch)
+
+    def verify(self, arch: Arch) -> Mapping[str, float] | None:
+        """Real metrics of ``arch`` when ``__call__`` gives estimates (None: it does not)."""
+        return None
+
+    def export(self, arch: Arch, out_dir: str | Path) -> Mapping[str, Path] | None:
+        """Write the deployable network of ``arch`` under ``out_dir`` (None: nothing to
+        write)."""
+        return None
 
 
 # one parsed table per (path, size, mtime, columns) and process: workers of a process pool

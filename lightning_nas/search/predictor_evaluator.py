@@ -41,6 +41,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,6 @@ from lightning_nas.spaces.base import Arch, SearchSpace
 __all__ = ["PredictorEvaluator"]
 
 #: Wrapped-evaluator attributes the search CLI and hooks may ask for.
-_DELEGATED = ("network", "export", "input_shape", "subnet")
 
 
 class PredictorEvaluator(Evaluator):
@@ -110,11 +110,18 @@ class PredictorEvaluator(Evaluator):
         if getattr(self.evaluator, "space", False) is None:
             self.evaluator.space = value
 
-    def __getattr__(self, name: str) -> Any:
-        # only reached for attributes this object lacks; never during unpickling
-        if name in _DELEGATED and "evaluator" in self.__dict__:
-            return getattr(self.__dict__["evaluator"], name)
-        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+    # -- what the wrapped evaluator does for the chosen networks ----------------------------
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        return getattr(self.evaluator, "input_shape", None)
+
+    def network(self, arch: Arch) -> Any:
+        network = getattr(self.evaluator, "network", None)
+        return network(arch) if callable(network) else super().network(arch)
+
+    def export(self, arch: Arch, out_dir: str | Path) -> Mapping[str, Path] | None:
+        export = getattr(self.evaluator, "export", None)
+        return export(arch, out_dir) if callable(export) else None
 
     # -- training set ----------------------------------------------------------------------
     def _key(self, arch: Arch) -> Arch:
