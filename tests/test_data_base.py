@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -387,3 +388,28 @@ def test_resumed_search_sees_the_same_batches(tmp_path):
     resumed = _fit(3, tmp_path / "resumed", ckpt=ckpt)
     assert resumed.train_seen == full.train_seen[4:]
 
+
+
+def test_pickles_without_its_arrays_and_a_fresh_copy_shares_them():
+    """A module sent to another process (a search trial, a spawned DDP rank) leaves its
+    loaded images behind and loads them again in setup; a per-fit copy shares them with its
+    augmentation counters reset."""
+    import pickle
+
+    dm = DigitsDataModule(val_fraction=0.2, seed=3)
+    dm.setup("fit")
+    dm.augmentation_seed("train")  # counts one augmented training batch
+    assert dm._aug_count == {"train": 1}
+    blob = pickle.dumps(dm)
+    assert len(blob) < 20_000  # the 1,797 8x8 images (115 KB as uint8) stay behind
+    clone = pickle.loads(blob)
+    assert clone._train_set is None and clone._splits == {} and clone._aug_count == {}
+    clone.setup("fit")
+    assert torch.equal(clone._train_set.images, dm._train_set.images)
+    assert all(np.array_equal(clone._splits[k], v) for k, v in dm._splits.items())
+
+    fresh = dm.fresh_copy()
+    assert fresh._train_set is dm._train_set and fresh._splits is dm._splits
+    assert fresh._aug_count == {} and fresh._aug_epoch == -1 and dm._aug_count
+    shallow = copy.copy(dm)  # a plain copy keeps everything
+    assert shallow._train_set is dm._train_set and shallow._aug_count is dm._aug_count

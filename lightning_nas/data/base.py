@@ -436,6 +436,37 @@ class ImageDataModule(L.LightningDataModule):
         self._aug_epoch = -1
         self._aug_count: dict[str, int] = {}
 
+    # -- copies: to another process, and one per fit -----------------------------------------
+    _PER_FIT = {"_aug_epoch": -1, "_aug_count": dict, "trainer": None}
+    _LOADED = {"_train_set": None, "_test_set": None, "_splits": dict, "_stat_cache": dict}
+
+    def _state_without(self, *groups: Mapping[str, Any]) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for group in groups:
+            for name, value in group.items():
+                if name in state:
+                    state[name] = value() if callable(value) else value
+        return state
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the loaded images, splits and per-fit state (augmentation
+        counters, the attached trainer): a process that receives the module (a search trial
+        in a process pool, a spawned DDP rank) loads them again in :meth:`setup`, instead of
+        receiving the arrays with every call."""
+        return self._state_without(self._PER_FIT, self._LOADED)
+
+    def __copy__(self) -> ImageDataModule:
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    def fresh_copy(self) -> ImageDataModule:
+        """A copy for one more fit: it shares the loaded arrays and splits, with the per-fit
+        state (augmentation counters, the attached trainer) reset."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self._state_without(self._PER_FIT))
+        return clone
+
     def _check_stats(self, name: str, values: Sequence[float] | None) -> tuple[float, ...] | None:
         if values is None:
             return None

@@ -51,7 +51,6 @@ and its data on first use.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import threading
@@ -75,9 +74,6 @@ from lightning_nas.spaces.base import Arch, ArchError, SearchSpace
 
 __all__ = ["SupernetEvaluator"]
 
-#: Data-module attributes that hold loaded arrays / per-fit state (left out of the pickle).
-_LOADED = {"_train_set": None, "_test_set": None, "_splits": dict, "_stat_cache": dict,
-           "_aug_epoch": -1, "_aug_count": dict}
 #: Data-module arguments that only change how batches are loaded, never the numbers.
 _LOADING = {"batch_size", "eval_batch_size", "num_workers", "pin_memory"}
 #: Data-module arguments that do not change which images it holds (loading, augmentation,
@@ -91,12 +87,6 @@ _DIMENSIONS = (("kernels", "kernel"), ("expands", "expand"), ("depths", "depth")
 # one loaded supernet per (checkpoint identity, device) and process
 _SUPERNETS: dict[tuple, dict[str, Any]] = {}
 _SUPERNETS_LOCK = threading.Lock()
-
-
-def _reset(obj: Any, attrs: Mapping[str, Any]) -> None:
-    for name, value in attrs.items():
-        if name in vars(obj):
-            setattr(obj, name, value() if callable(value) else value)
 
 
 def _load_checkpoint(path: Path, device: str) -> dict[str, Any]:
@@ -238,13 +228,9 @@ class SupernetEvaluator(Evaluator):
 
     # -- pickling: leave the supernet and the images behind ---------------------------------
     def __getstate__(self) -> dict[str, Any]:
+        # the data module pickles without its loaded arrays (ImageDataModule.__getstate__)
         state = self.__dict__.copy()
-        data = copy.copy(self.data)
-        data.__dict__ = dict(data.__dict__)
-        _reset(data, _LOADED)
-        if "trainer" in vars(data):
-            data.trainer = None
-        state.update(data=data, _loaded=None, _calibration=None, _calibration_indices=None,
+        state.update(_loaded=None, _calibration=None, _calibration_indices=None,
                      _eval=None, _lock=None)
         return state
 

@@ -58,18 +58,8 @@ __all__ = ["TrainingEvaluator"]
 #: Trainer arguments the evaluator owns (set them through its own arguments).
 _OWN_TRAINER_KEYS = ("max_epochs", "callbacks", "logger", "enable_checkpointing",
                      "default_root_dir")
-#: Data-module attributes that hold per-fit state (reset on every trial's copy).
-_PER_FIT_STATE = {"_aug_epoch": -1, "_aug_count": dict}
-#: Data-module attributes that hold loaded arrays (left out of the pickle).
-_LOADED = {"_train_set": None, "_test_set": None, "_splits": dict, "_stat_cache": dict}
 _QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning_fabric",
                   "pytorch_lightning", "lightning_nas")
-
-
-def _reset(obj: Any, attrs: Mapping[str, Any]) -> None:
-    for name, value in attrs.items():
-        if name in vars(obj):
-            setattr(obj, name, value() if callable(value) else value)
 
 
 @contextmanager
@@ -223,16 +213,8 @@ class TrainingEvaluator(Evaluator):
 
     # -- pickling: leave the loaded arrays behind ------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        data = copy.copy(self.data)
-        data.__dict__ = dict(data.__dict__)
-        _reset(data, _LOADED)
-        _reset(data, _PER_FIT_STATE)
-        if "trainer" in vars(data):
-            data.trainer = None
-        state["data"] = data
-        state["_data_ready"] = False
-        return state
+        # the data module pickles without its loaded arrays (ImageDataModule.__getstate__)
+        return {**self.__dict__, "_data_ready": False}
 
     # -- helpers ---------------------------------------------------------------------------
     @property
@@ -270,9 +252,10 @@ class TrainingEvaluator(Evaluator):
             self.data.prepare_data()
             self.data.setup("fit")
             self._data_ready = True
-        data = copy.copy(self.data)
-        data.__dict__ = dict(data.__dict__)
-        _reset(data, _PER_FIT_STATE)
+        fresh_copy = getattr(self.data, "fresh_copy", None)  # ImageDataModule's
+        if callable(fresh_copy):
+            return fresh_copy()
+        data = copy.copy(self.data)  # a user's own module: a shallow copy, trainer detached
         if "trainer" in vars(data):
             data.trainer = None
         return data
