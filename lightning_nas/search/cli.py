@@ -167,7 +167,13 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--workers", type=int, default=0,
                         help="parallel evaluations (0 = inline in this process)")
     parser.add_argument("--executor", type=str, default="process",
-                        choices=["process", "thread"], help="pool type when --workers > 0")
+                        choices=["process", "thread", "ray"],
+                        help="where trials run when --workers > 0: a local process or thread "
+                             "pool, or Ray tasks (--ray, pip install 'lightning-nas[ray]')")
+    parser.add_argument("--ray", type=RayOptions, default=RayOptions(),
+                        help="with --executor ray: address (None: start a local Ray instance; "
+                             "'auto' or 'ray://host:10001': an existing cluster), num_cpus and "
+                             "num_gpus per trial, local_cpus of a local instance")
     parser.add_argument("--start_method", type=str | None, default=None,
                         choices=[None, "fork", "spawn", "forkserver"],
                         help="how process-pool workers start (default: spawn where CUDA is "
@@ -320,7 +326,7 @@ def _budget_name(budget: float) -> str:
 #: Top-level settings that may change when a search is resumed: where it runs, how long,
 #: what it shows and where it reports (nothing that changes a measurement or a draw).
 RESUMABLE_SETTINGS = ("config", "run_dir", "resume", "budget_trials", "budget_seconds",
-                      "progress", "wandb", "pareto", "executor", "start_method",
+                      "progress", "wandb", "pareto", "executor", "start_method", "ray",
                       "max_rejections", "budgets")
 #: Setting names, at any depth, that only change speed or verbosity.
 RESUMABLE_LEAVES = ("quiet", "progress", "num_workers", "pin_memory", "num_threads",
@@ -357,9 +363,26 @@ def _interrupted_message(argv: Sequence[str], run_dir: Path, cfg: Any) -> str:
             f"\n  {command}")
 
 
+@dataclass
+class RayOptions:
+    """Where Ray trials run (``--executor ray``); see :class:`~lightning_nas.search.
+    ray_executor.RayExecutor`."""
+
+    address: str | None = None
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    local_cpus: int | None = None
+
+
 def _make_executor(cfg: Any) -> Executor | None:
     if cfg.workers <= 0:
         return None
+    if cfg.executor == "ray":
+        from lightning_nas.search.ray_executor import RayExecutor
+
+        ray_opts = cfg.ray
+        return RayExecutor(cfg.workers, address=ray_opts.address, num_cpus=ray_opts.num_cpus,
+                           num_gpus=ray_opts.num_gpus, local_cpus=ray_opts.local_cpus)
     if cfg.executor == "process":
         import multiprocessing
 
