@@ -1,4 +1,4 @@
-"""ENAS, SPOS and DARTS on NAS-Bench-201 under DDP (2 gloo processes, ddp_spawn): every rank
+"""ENAS, SPOS and DARTS (first and second order) on NAS-Bench-201 under DDP (2 gloo processes, ddp_spawn): every rank
 samples the same path at every step, and each optimiser step's averaged gradient equals the
 single-process step's on the two ranks' batches together (batch-norm statistics over both
 ranks' images: GlobalBatchNorm2d), not merely equal between ranks.
@@ -96,8 +96,9 @@ def sgd(params):  # module level: ddp_spawn pickles the model
 def make(kind: str, batch: int, sync: bool = True) -> tuple[L.LightningModule, FixedData]:
     space = NB201Space(**SPACE)
     common = dict(num_classes=4, in_channels=3, space=space, seed=3, sync_batchnorm=sync)
-    if kind == "darts":
-        return DartsSearch(**common, weight_optimizer=sgd), FixedData(batch, search=True)
+    if kind in ("darts", "darts2"):
+        return (DartsSearch(**common, weight_optimizer=sgd, order=2 if kind == "darts2" else 1),
+                FixedData(batch, search=True))
     if kind == "enas":
         return (ENAS(**common, weight_optimizer=sgd, controller_steps=1, controller_aggregate=2,
                      controller_batch_size=batch, eval_samples=1, final_samples=2,
@@ -118,13 +119,13 @@ def run(kind: str, out, *, devices: int, sync: bool = True) -> list[dict]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
 
 
-@pytest.mark.parametrize("kind", ["spos", "enas", "darts"])
+@pytest.mark.parametrize("kind", ["spos", "enas", "darts", "darts2"])
 def test_two_rank_step_equals_the_single_process_step_on_both_batches(tmp_path, kind):
     ranks = run(kind, tmp_path / "ddp", devices=2)
     (single,) = run(kind, tmp_path / "one", devices=1)
     assert ranks[0]["sampled"] == ranks[1]["sampled"] == single["sampled"]  # same paths
     # SPOS/ENAS: 2 weight steps (+ ENAS 1 controller step); DARTS: 2 x (alphas + weights)
-    expected = {"spos": 2, "enas": 3, "darts": 4}[kind]
+    expected = {"spos": 2, "enas": 3, "darts": 4, "darts2": 4}[kind]
     assert len(ranks[0]["grads"]) == len(single["grads"]) == expected
     for g0, g1, g in zip(ranks[0]["grads"], ranks[1]["grads"], single["grads"]):
         assert g0 == g1  # bit-identical on the ranks (one all-reduce)

@@ -293,7 +293,12 @@ class DartsSearch(L.LightningModule):
         momentum = group.get("momentum", 0.0)
         decay = group.get("weight_decay", 0.0)
         loss_train, logits_train = self._loss(xw, yw)
-        g_train = torch.autograd.grad(loss_train, weights)
+        # under DDP every quantity that steers the virtual step or the finite difference is
+        # the all-ranks average (the single-process value on all ranks' batches), so the
+        # step equals the single-process step: the training gradient here, the unrolled
+        # validation gradient below; the finite-difference gradients are averaged with the
+        # architecture gradient by the caller (they are linear in the per-rank losses)
+        g_train = average_gradients(self._trainer, list(torch.autograd.grad(loss_train, weights)))
         if self.hparams.reuse_train_gradient:
             self._train_pass = (loss_train.detach(), logits_train.detach(), list(g_train))
         original = [w.detach().clone() for w in weights]
@@ -306,7 +311,8 @@ class DartsSearch(L.LightningModule):
                         step = step + momentum * buf
                     w.sub_(xi * step)  # w' = w - xi * (m * v + g + wd * w)
             loss_val, _ = self._loss(xa, ya)
-            grads = torch.autograd.grad(loss_val, [*self.alphas, *weights])
+            grads = average_gradients(self._trainer, list(torch.autograd.grad(
+                loss_val, [*self.alphas, *weights])))
             n_alpha = len(self.alphas)
             g_alpha, g_unrolled = grads[:n_alpha], grads[n_alpha:]
             eps = self.hparams.hessian_epsilon / torch.cat([g.reshape(-1) for g in g_unrolled]).norm()
