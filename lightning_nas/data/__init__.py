@@ -32,6 +32,12 @@ from lightning_nas.data.cifar import CIFAR10DataModule, CIFAR100DataModule, read
 from lightning_nas.data.digits import DigitsDataModule
 from lightning_nas.data.image_folder import ImageFolderDataModule, clear_decode_cache
 from lightning_nas.data.mnist import MNISTDataModule, read_idx
+from lightning_nas.data.streaming import (
+    FileIndex,
+    StreamingImageDataModule,
+    StreamingImageDataset,
+    scan_class_folders,
+)
 from lightning_nas.data.synthetic import SyntheticDataModule
 
 __all__ = [
@@ -41,9 +47,12 @@ __all__ = [
     "ChecksumError",
     "DigitsDataModule",
     "EpochSampler",
+    "FileIndex",
     "ImageDataModule",
     "ImageFolderDataModule",
     "MNISTDataModule",
+    "StreamingImageDataModule",
+    "StreamingImageDataset",
     "SyntheticDataModule",
     "augment_batch",
     "clear_decode_cache",
@@ -59,6 +68,7 @@ __all__ = [
     "random_hflip",
     "read_cifar_archive",
     "read_idx",
+    "scan_class_folders",
     "shared_data_dir",
     "stratified_halves",
     "stratified_holdout",
