@@ -238,3 +238,24 @@ def test_jpeg_draft_decoding_matches_full_decoding(tmp_path):
                                                   box=eval_box(640, 480, 32, 0.875)))
     diff = np.abs(x.permute(1, 2, 0).numpy().astype(int) - full.astype(int))
     assert diff.mean() < 4 and math.isfinite(diff.max())
+
+
+def test_items_carry_the_epoch_through_lightnings_distributed_wrapper(folder):
+    """Under DDP Lightning wraps the sampler (forwarding set_epoch, materialising the order):
+    the two ranks' items are disjoint, cover the split and decode to the wrapper's epoch."""
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+    dm = module(folder)
+    sampler = dm.train_dataloader().sampler
+    dataset = dm.train_dataloader().dataset
+    seen = []
+    for rank in (0, 1):
+        wrapper = DistributedSamplerWrapper(sampler, num_replicas=2, rank=rank, shuffle=False)
+        wrapper.set_epoch(3)
+        items = [dataset._split_item(item) for item in wrapper]
+        assert {epoch for _, epoch in items} == {3}
+        seen += [index for index, _ in items]
+    assert sorted(seen) == list(range(18))
+    # the same image at the same epoch is the same crop, whoever decodes it
+    index = seen[0]
+    assert torch.equal(dataset[3 * len(dataset) + index][0], dataset[(index, 3)][0])

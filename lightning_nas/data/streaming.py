@@ -240,9 +240,11 @@ def eval_box(width: int, height: int, size: int, crop_fraction: float
 class StreamingImageDataset(Dataset):
     """Decodes the files of a :class:`FileIndex` on demand into uint8 (3, S, S) tensors.
 
-    Items are dataset indices, or ``(index, epoch)`` pairs for training (the random crop and
-    flip are drawn from ``(seed, salt, epoch, index)``). ``__getitems__`` returns a whole
-    ``(x (B, 3, S, S) uint8, y (B,) int64)`` batch.
+    Items are ``epoch * len(dataset) + index`` (plain indices are epoch 0) or ``(index,
+    epoch)`` pairs; a training image's random crop and flip are drawn from ``(seed, salt,
+    epoch, index)``. One int per item keeps the order list that Lightning's distributed
+    sampler wrapper materialises each epoch as small as the in-memory modules'.
+    ``__getitems__`` returns a whole ``(x (B, 3, S, S) uint8, y (B,) int64)`` batch.
 
     Args:
         root: folder the index's paths are relative to.
@@ -314,11 +316,12 @@ class StreamingImageDataset(Dataset):
                 f"unreadable image file {path}: {type(err).__name__}: {err}; fix or remove "
                 "it") from err
 
-    @staticmethod
-    def _split_item(item: Any) -> tuple[int, int]:
+    def _split_item(self, item: Any) -> tuple[int, int]:
+        """(index, epoch) of an item."""
         if isinstance(item, (tuple, list)):
             return int(item[0]), int(item[1])
-        return int(item), 0
+        epoch, index = divmod(int(item), len(self.index))
+        return index, epoch
 
     def __getitem__(self, item: Any) -> tuple[Tensor, Tensor]:
         i, epoch = self._split_item(item)
@@ -338,12 +341,16 @@ class StreamingImageDataset(Dataset):
 
 
 class _EpochTaggedSampler(EpochSampler):
-    """:class:`EpochSampler` that yields ``(index, epoch)``: the workers seed each image's
-    crop from its epoch (persistent workers never see ``set_epoch``)."""
+    """:class:`EpochSampler` whose items carry the epoch, ``epoch * stride + index``
+    (``stride`` = the dataset's length): the workers seed each image's crop from its epoch
+    (persistent workers never see ``set_epoch``)."""
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.epoch
-        return ((i, epoch) for i in self.order().tolist())
+    def __init__(self, indices: np.ndarray, *, stride: int, **kwargs: Any) -> None:
+        super().__init__(indices, **kwargs)
+        self.stride = int(stride)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((self.order() + self.epoch * self.stride).tolist())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,7 +524,8 @@ class StreamingImageDataModule(ImageDataModule):
                 salt: str) -> DataLoader:
         if train:
             dataset = self._dataset(self._train_root, self._train_index, train=True, salt=salt)
-            sampler = _EpochTaggedSampler(indices, seed=self.seed, shuffle=True,
+            sampler = _EpochTaggedSampler(indices, stride=len(self._train_index),
+                                          seed=self.seed, shuffle=True,
                                           salt=SPLIT_SALTS[salt])
         else:
             sampler = EpochSampler(indices, seed=self.seed, shuffle=False, salt=SPLIT_SALTS[salt])
