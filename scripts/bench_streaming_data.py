@@ -183,11 +183,16 @@ def child_loader(args: argparse.Namespace) -> dict[str, Any]:
     loader = dm.train_dataloader()
     it = iter(loader)
     batch = next(it)  # workers started, first batch ready
-    start, n = time.perf_counter(), 0
-    for _ in range(args.loader_batches):
-        x, y = next(it)
+    start, n, done = time.perf_counter(), 0, 0
+    while done < args.loader_batches:
+        try:
+            x, y = next(it)
+        except StopIteration:  # small sets: another pass
+            it = iter(loader)
+            continue
         x, y = dm.transform_batch((x, y), train=True)
         n += len(y)
+        done += 1
     seconds = time.perf_counter() - start
     return {"kind": args.kind, "workers": args.workers if args.kind == "stream" else 0,
             "train_images": dm.split_sizes()["train"], "images_per_s": n / seconds,
@@ -225,6 +230,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--loader-batches", type=int, default=60)
     p.add_argument("--out", default=str(OUT))
+    p.add_argument("--reuse-log", help="take the training runs from the stdout of an earlier "
+                   "run of this script (its JSON lines) instead of running them again")
     # child-process options
     p.add_argument("--child", choices=["train", "loader"])
     p.add_argument("--kind", choices=["memory", "stream"])
@@ -244,9 +251,16 @@ def main() -> None:
     common = {"root": str(folder), "side": args.side, "steps": args.steps,
               "warmup": args.warmup, "workers": args.workers}
     runs: list[dict[str, Any]] = []
+    if args.reuse_log:
+        lines = Path(args.reuse_log).read_text().splitlines()
+        runs = [json.loads(line) for line in lines if line.startswith('{"kind"')]
+        runs = [r for r in runs if "steps" in r]
+        for i, r in enumerate(runs):
+            r["round"] = i // 4
+        args.rounds = max(r["round"] for r in runs) + 1
     # every round runs all four (size x module) in turn, so each figure has a spread and the
     # stream / memory ratio at 50k is of neighbouring runs
-    for r in range(args.rounds):
+    for r in range(0 if args.reuse_log else args.rounds):
         for per_class in (500, None):
             for kind in ("stream", "memory"):
                 runs.append({**run_child("train", kind=kind, per_class=per_class, **common),
@@ -290,6 +304,9 @@ def main() -> None:
         f"{args.warmup}), one intra-op thread; `stream` with {args.workers} DataLoader "
         "workers. Each run is its own process; memory is the peak over the run of the "
         "process tree (trainer + workers), sampled every 50 ms (PSS every 0.5 s).",
+        *([f"Training runs read from the log of an earlier invocation at the same code "
+           f"(`--reuse-log`); the loader runs are this invocation's."] if args.reuse_log
+          else []),
         "",
         "## Memory against the number of training images",
         "",
