@@ -230,8 +230,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--loader-batches", type=int, default=60)
     p.add_argument("--out", default=str(OUT))
-    p.add_argument("--reuse-log", help="take the training runs from the stdout of an earlier "
-                   "run of this script (its JSON lines) instead of running them again")
+    p.add_argument("--reuse-log", nargs="+", help="take the training runs (and the loader "
+                   "runs, if there are) from the stdout of earlier runs of this script (their "
+                   "JSON lines) instead of running them again")
     # child-process options
     p.add_argument("--child", choices=["train", "loader"])
     p.add_argument("--kind", choices=["memory", "stream"])
@@ -251,13 +252,18 @@ def main() -> None:
     common = {"root": str(folder), "side": args.side, "steps": args.steps,
               "warmup": args.warmup, "workers": args.workers}
     runs: list[dict[str, Any]] = []
+    reused_loaders: list[dict[str, Any]] = []
     if args.reuse_log:
-        lines = Path(args.reuse_log).read_text().splitlines()
-        runs = [json.loads(line) for line in lines if line.startswith('{"kind"')]
-        runs = [r for r in runs if "steps" in r]
+        records = [json.loads(line) for log in args.reuse_log
+                   for line in Path(log).read_text().splitlines() if line.startswith('{"kind"')]
+        runs = [r for r in records if "steps" in r]
+        reused_loaders = [r for r in records if "steps" not in r]
         for i, r in enumerate(runs):
             r["round"] = i // 4
+        for i, r in enumerate(reused_loaders):
+            r["round"] = i // 5
         args.rounds = max(r["round"] for r in runs) + 1
+        args.steps = runs[0]["steps"]
     # every round runs all four (size x module) in turn, so each figure has a spread and the
     # stream / memory ratio at 50k is of neighbouring runs
     for r in range(0 if args.reuse_log else args.rounds):
@@ -265,8 +271,8 @@ def main() -> None:
             for kind in ("stream", "memory"):
                 runs.append({**run_child("train", kind=kind, per_class=per_class, **common),
                              "round": r})
-    loaders = []
-    for r in range(args.rounds):
+    loaders = reused_loaders
+    for r in range(0 if reused_loaders else args.rounds):
         for kind, workers, per_class in (("memory", 0, None), ("stream", 0, None),
                                          ("stream", args.workers, 50),
                                          ("stream", args.workers, 500),
@@ -304,9 +310,9 @@ def main() -> None:
         f"{args.warmup}), one intra-op thread; `stream` with {args.workers} DataLoader "
         "workers. Each run is its own process; memory is the peak over the run of the "
         "process tree (trainer + workers), sampled every 50 ms (PSS every 0.5 s).",
-        *([f"Training runs read from the log of an earlier invocation at the same code "
-           f"(`--reuse-log`); the loader runs are this invocation's."] if args.reuse_log
-          else []),
+        *([f"Runs read from the output of earlier invocations at the same library code "
+           f"(`--reuse-log`; training runs: {len(runs)}, loader runs: {len(loaders)})."]
+          if args.reuse_log else []),
         "",
         "## Memory against the number of training images",
         "",
