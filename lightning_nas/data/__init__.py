@@ -32,6 +32,11 @@ from lightning_nas.data.cifar import CIFAR10DataModule, CIFAR100DataModule, read
 from lightning_nas.data.digits import DigitsDataModule
 from lightning_nas.data.image_folder import ImageFolderDataModule, clear_decode_cache
 from lightning_nas.data.mnist import MNISTDataModule, read_idx
+from lightning_nas.data.shards import (
+    ShardedImageDataModule,
+    ShardIndex,
+    scan_shards,
+)
 from lightning_nas.data.streaming import (
     FileIndex,
     StreamingImageDataModule,
@@ -53,6 +58,8 @@ __all__ = [
     "MNISTDataModule",
     "StreamingImageDataModule",
     "StreamingImageDataset",
+    "ShardIndex",
+    "ShardedImageDataModule",
     "SyntheticDataModule",
     "augment_batch",
     "clear_decode_cache",
@@ -69,6 +76,7 @@ __all__ = [
     "read_cifar_archive",
     "read_idx",
     "scan_class_folders",
+    "scan_shards",
     "shared_data_dir",
     "stratified_halves",
     "stratified_holdout",

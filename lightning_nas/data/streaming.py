@@ -26,6 +26,8 @@ resized to ``image_size / eval_crop_fraction`` on the shorter side and centre-cr
 Loaders yield uint8 (B, 3, S, S) batches; normalisation (ImageNet mean/std) happens on the
 device in ``on_after_batch_transfer``, as for the in-memory modules.
 
+WebDataset-style tar shards: :class:`~lightning_nas.data.shards.ShardedImageDataModule`.
+
 Once-for-All trains subnets at several resolutions: set ``image_size`` to the space's largest
 resolution and the strategy resizes each batch to the subnet's resolution on the device
 (``OnceForAll._input``), as it does for the in-memory modules.
@@ -275,8 +277,12 @@ class StreamingImageDataset(Dataset):
         return len(self.index)
 
     def where(self, i: int) -> str:
-        """Full path of file ``i``."""
+        """Full path of file ``i`` (what error messages name)."""
         return os.path.join(self.root, self.index.path(i))
+
+    def source(self, i: int) -> Any:
+        """What PIL opens for image ``i``: its path (tar shards: its bytes)."""
+        return self.where(i)
 
     def load(self, i: int, epoch: int = 0) -> np.ndarray:
         """Image ``i`` cropped and resized: (S, S, 3) uint8.
@@ -284,10 +290,9 @@ class StreamingImageDataset(Dataset):
         Raises:
             UnreadableImageError: PIL cannot decode the file (names it).
         """
-        path = self.where(i)
         s = self.size
         try:
-            with Image.open(path) as im:
+            with Image.open(self.source(i)) as im:
                 width, height = im.size
                 flip = False
                 if self.train:
@@ -309,12 +314,12 @@ class StreamingImageDataset(Dataset):
                     im = im.transpose(Image.FLIP_LEFT_RIGHT)
                 return np.asarray(im, dtype=np.uint8)
         except FileNotFoundError as err:
-            raise FileNotFoundError(f"image file {path} is gone (listed when the data module "
-                                    "was set up)") from err
+            raise FileNotFoundError(f"image file {self.where(i)} is gone (listed when the data "
+                                    "module was set up)") from err
         except _DECODE_ERRORS as err:
             raise UnreadableImageError(
-                f"unreadable image file {path}: {type(err).__name__}: {err}; fix or remove "
-                "it") from err
+                f"unreadable image file {self.where(i)}: {type(err).__name__}: {err}; fix or "
+                "remove it") from err
 
     def _split_item(self, item: Any) -> tuple[int, int]:
         """(index, epoch) of an item."""
@@ -421,22 +426,8 @@ class StreamingImageDataModule(ImageDataModule):
                                     f"folder (expected {train_split}/<class>/ and "
                                     f"{eval_split}/<class>/, or <class>/ folders)")
         self.train_split, self.eval_split = train_split, eval_split
-        self.single_folder = not (self.root / train_split).is_dir()
         self.eval_fraction = float(eval_fraction)
-        train_dir = self.root if self.single_folder else self.root / train_split
-        self.classes: list[str] = _class_folders(train_dir)
-        for cls in self.classes:  # cheap: stops at each class's first image
-            if _first_image(train_dir / cls) is None:
-                raise ValueError(f"class folder {train_dir / cls} holds no image file "
-                                 f"({'/'.join(IMAGE_EXTENSIONS)}); remove it or add images")
-        if not self.single_folder:
-            eval_dir = self.root / eval_split
-            if not eval_dir.is_dir():
-                raise FileNotFoundError(f"evaluation folder {eval_dir} does not exist ({root} "
-                                        f"has {train_split}/; give eval_split)")
-            unknown = sorted(set(_class_folders(eval_dir)) - set(self.classes))
-            if unknown:
-                raise ValueError(f"{eval_dir} has classes {unknown[:5]} that {train_dir} lacks")
+        self._list_classes()
         self.num_classes = len(self.classes)
         self.in_channels = 3
         self.image_size = _check_int("image_size", image_size, 8)
@@ -448,6 +439,26 @@ class StreamingImageDataModule(ImageDataModule):
         self.prefetch_factor = _check_int("prefetch_factor", prefetch_factor, 1)
         # the base's on-device augmentation stays off: crops and flips happen in the workers
         super().__init__(crop_padding=0, hflip=False, cutout=0, **kwargs)
+
+    def _list_classes(self) -> None:
+        """Find the layout and the classes (sorted training class folders), checking that
+        each holds an image; cheap: it stops at each class's first image."""
+        train_split, eval_split = self.train_split, self.eval_split
+        self.single_folder = not (self.root / train_split).is_dir()
+        train_dir = self.root if self.single_folder else self.root / train_split
+        self.classes: list[str] = _class_folders(train_dir)
+        for cls in self.classes:
+            if _first_image(train_dir / cls) is None:
+                raise ValueError(f"class folder {train_dir / cls} holds no image file "
+                                 f"({'/'.join(IMAGE_EXTENSIONS)}); remove it or add images")
+        if not self.single_folder:
+            eval_dir = self.root / eval_split
+            if not eval_dir.is_dir():
+                raise FileNotFoundError(f"evaluation folder {eval_dir} does not exist "
+                                        f"({self.root} has {train_split}/; give eval_split)")
+            unknown = sorted(set(_class_folders(eval_dir)) - set(self.classes))
+            if unknown:
+                raise ValueError(f"{eval_dir} has classes {unknown[:5]} that {train_dir} lacks")
 
     # -- setup -------------------------------------------------------------------------------
 
