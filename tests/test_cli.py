@@ -133,6 +133,12 @@ def test_every_fit_config_parses_and_instantiates(config, tmp_path):
             space = MobileNetV3Space.cifar()
             arch = space.to_string(space.smallest())
         extra = ["--model.arch", arch]
+    if "StreamingImageDataModule" in text:  # ImageNet configs: a tiny folder, CPU trainer
+        from streaming_helpers import make_image_folder
+
+        root = make_image_folder(tmp_path / "images", classes=2, per_class=2)
+        extra = ["--data.init_args.root", str(root), "--trainer.accelerator", "cpu",
+                 "--trainer.devices", "1", "--trainer.strategy", "auto"]
     cli = run_lightning_cli(["--config", str(ROOT / config), *run_overrides(tmp_path), *extra],
                             run=False)
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes

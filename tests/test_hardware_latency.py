@@ -131,6 +131,7 @@ def test_cuda_missing_is_clear():
         measure_latency(nn.Linear(2, 2), (2,), device="cuda")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_path_and_model_returns_to_cpu():
     net = nn.Linear(64, 64)

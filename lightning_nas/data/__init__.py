@@ -32,6 +32,17 @@ from lightning_nas.data.cifar import CIFAR10DataModule, CIFAR100DataModule, read
 from lightning_nas.data.digits import DigitsDataModule
 from lightning_nas.data.image_folder import ImageFolderDataModule, clear_decode_cache
 from lightning_nas.data.mnist import MNISTDataModule, read_idx
+from lightning_nas.data.shards import (
+    ShardedImageDataModule,
+    ShardIndex,
+    scan_shards,
+)
+from lightning_nas.data.streaming import (
+    FileIndex,
+    StreamingImageDataModule,
+    StreamingImageDataset,
+    scan_class_folders,
+)
 from lightning_nas.data.synthetic import SyntheticDataModule
 
 __all__ = [
@@ -41,9 +52,14 @@ __all__ = [
     "ChecksumError",
     "DigitsDataModule",
     "EpochSampler",
+    "FileIndex",
     "ImageDataModule",
     "ImageFolderDataModule",
     "MNISTDataModule",
+    "StreamingImageDataModule",
+    "StreamingImageDataset",
+    "ShardIndex",
+    "ShardedImageDataModule",
     "SyntheticDataModule",
     "augment_batch",
     "clear_decode_cache",
@@ -59,6 +75,8 @@ __all__ = [
     "random_hflip",
     "read_cifar_archive",
     "read_idx",
+    "scan_class_folders",
+    "scan_shards",
     "shared_data_dir",
     "stratified_halves",
     "stratified_holdout",

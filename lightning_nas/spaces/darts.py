@@ -641,8 +641,11 @@ class DartsSupernet(nn.Module):
                  steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
                  in_channels: int = 3, primitives: Sequence[str] = PRIMITIVES,
                  checkpoint_cells: int | None = None, channels_last: bool = True,
-                 partial_channels: int = 1):
+                 partial_channels: int = 1, stem: str = "cifar"):
         super().__init__()
+        if stem not in ("cifar", "imagenet"):
+            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+        self.stem_type = stem
         if checkpoint_cells is None:
             checkpoint_cells = 2 * layers // 3
         if not 0 <= checkpoint_cells <= layers:
@@ -656,13 +659,27 @@ class DartsSupernet(nn.Module):
         self.steps = steps
         self.multiplier = multiplier
         self.num_edges = sum(2 + i for i in range(steps))
-        c_curr = stem_multiplier * channels
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr)
-        )
-        c_pp, c_p, c_curr = c_curr, c_curr, channels
+        if stem == "cifar":
+            c_curr = stem_multiplier * channels
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr)
+            )
+            c_pp, c_p, c_curr = c_curr, c_curr, channels
+            reduction_prev = False
+        else:  # PC-DARTS's ImageNet search stem: three stride-2 convs, 224 -> 56 (s0), 28 (s1)
+            self.stem0 = nn.Sequential(
+                nn.Conv2d(in_channels, channels // 2, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(channels // 2), nn.ReLU(),
+                nn.Conv2d(channels // 2, channels, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(channels),
+            )
+            self.stem1 = nn.Sequential(
+                nn.ReLU(), nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(channels),
+            )
+            c_pp, c_p, c_curr = channels, channels, channels
+            reduction_prev = True  # s0 is twice s1's size: the first cell reduces it
         self.cells = nn.ModuleList()
-        reduction_prev = False
         for i in range(layers):
             reduction = i in (layers // 3, 2 * layers // 3)
             if reduction:
@@ -690,7 +707,11 @@ class DartsSupernet(nn.Module):
         the edges' outputs per cell type (PC-DARTS)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        s0 = s1 = self.stem(x)
+        if self.stem_type == "cifar":
+            s0 = s1 = self.stem(x)
+        else:
+            s0 = self.stem0(x)  # (B, C, H/4, W/4)
+            s1 = self.stem1(s0)  # (B, C, H/8, W/8)
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"
             s0, s1 = s1, cell(s0, s1, weights_reduce if cell.reduction else weights_normal,

@@ -108,9 +108,17 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type != "cpu" or self.bias is not None or self.padding_mode != "zeros"
-                or isinstance(self.padding, str) or not torch.is_grad_enabled()
-                or torch.is_autocast_enabled("cpu")):  # mixed precision: aten casts itself
+                or isinstance(self.padding, str) or not torch.is_grad_enabled()):
             return super().forward(x)
+        if torch.is_autocast_enabled("cpu"):
+            # CPU mixed precision: torch's bfloat16 channels-last depthwise weight gradient
+            # is wrong with dilation (off by several times the gradient's size in torch
+            # 2.13; tests/test_precision.py), so these small convs run in float32
+            with torch.autocast("cpu", enabled=False):
+                return self._fast(x.float())
+        return self._fast(x)
+
+    def _fast(self, x: torch.Tensor) -> torch.Tensor:
         stride, padding, dilation = self.stride, self.padding, self.dilation
         if stride == dilation and dilation != (1, 1):
             # stride d and dilation d read only every d-th padded pixel: an undilated,

@@ -50,6 +50,57 @@ def assign_gradients(params: Sequence[torch.nn.Parameter], grads: Sequence[torch
         p.grad = g.detach().clone() if p.grad is None else p.grad.copy_(g)
 
 
+def _scaler(trainer: Any) -> Any:
+    scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+    return scaler if scaler is not None and scaler.is_enabled() else None
+
+
+def loss_scale(trainer: Any) -> float:
+    """The current loss scale of the trainer's precision plugin (``16-mixed``'s GradScaler),
+    1.0 without one (32-bit, ``bf16-mixed``) or without a trainer."""
+    scaler = _scaler(trainer)
+    return 1.0 if scaler is None else float(scaler.get_scale())
+
+
+def scaled_grad(trainer: Any, loss: torch.Tensor, inputs: Sequence[torch.Tensor],
+                **kwargs: Any) -> tuple[torch.Tensor | None, ...]:
+    """``torch.autograd.grad(loss, inputs)`` under the trainer's precision.
+
+    With a loss scaler (``16-mixed``) the gradient of ``scale * loss`` is computed, so small
+    float16 gradients do not flush to zero, and divided by the scale again: the result is
+    the true gradient, non-finite where float16 overflowed. The strategies step through
+    :func:`prepare_step`, which hands the plugin scaled gradients again.
+    """
+    scaler = _scaler(trainer)
+    if scaler is None:
+        return torch.autograd.grad(loss, inputs, **kwargs)
+    grads = torch.autograd.grad(scaler.scale(loss), inputs, **kwargs)
+    scale = float(scaler.get_scale())
+    return tuple(None if g is None else g / scale for g in grads)
+
+
+def prepare_step(trainer: Any, params: Sequence[torch.nn.Parameter]) -> None:
+    """Before ``optimizer.step()`` of a manually optimised strategy: multiply the gradients by
+    the loss scale, since the ``16-mixed`` precision plugin's step unscales them and skips the
+    step (lowering the scale) when any is non-finite. A power-of-two scale makes the round
+    trip exact. No-op without a scaler."""
+    scaler = _scaler(trainer)
+    if scaler is None:
+        return
+    params = [p for p in params if p.grad is not None]
+    if params:
+        scaler.scale(params[0].grad.new_zeros(()))  # creates the scale tensor on first use
+        scale = float(scaler.get_scale())
+        for p in params:
+            p.grad.mul_(scale)
+
+
+def overflow_skips_step(trainer: Any) -> bool:
+    """True under a loss scaler: non-finite gradients are float16 overflow, which the
+    precision plugin handles by skipping the step, so they must not stop the run."""
+    return loss_scale(trainer) != 1.0
+
+
 def raise_if_not_finite(what: str, values: torch.Tensor, *, epoch: int, step: int,
                         advice: str) -> None:
     """Stop the run with an error that names the quantity, the place and what to change."""
@@ -116,7 +167,7 @@ def path_gradients(trainer: Any, loss: torch.Tensor, params: Sequence[torch.nn.P
     """Gradients of ``loss`` for a one-path step (ENAS, SPOS): None for parameters off the
     path, the others averaged across ranks in one all-reduce (every rank runs the same
     path, so the set of used parameters is the same)."""
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    grads = scaled_grad(trainer, loss, params, allow_unused=True)
     used = [i for i, g in enumerate(grads) if g is not None]
     averaged = average_gradients(trainer, [grads[i] for i in used])
     out: list[torch.Tensor | None] = [None] * len(params)
@@ -167,11 +218,12 @@ def space_from_spec(spec: dict[str, Any]) -> Any:
 def supernet_options(space: Any, *, num_classes: int, in_channels: int,
                      channels: int | None = None, layers: int | None = None,
                      checkpoint_cells: int | None = None, channels_last: bool = False,
-                     partial_channels: int = 1) -> dict[str, Any]:
+                     partial_channels: int = 1, stem: str = "cifar") -> dict[str, Any]:
     """Keyword arguments of ``space.supernet`` for a strategy: classes, channels; width
     (``channels``), PC-DARTS's ``partial_channels`` K (cell spaces) and, for the DARTS space,
     cells (``layers``), recomputation (``checkpoint_cells``) and the memory layout
-    (``channels_last``). None keeps the space's supernet default."""
+    (``channels_last``) and the stem (``stem="imagenet"``: PC-DARTS's three stride-2 convs,
+    224 -> 28 pixels). None keeps the space's supernet default."""
     from lightning_nas.spaces.darts import DartsSpace
 
     options: dict[str, Any] = {"num_classes": num_classes, "in_channels": in_channels}
@@ -183,6 +235,11 @@ def supernet_options(space: Any, *, num_classes: int, in_channels: int,
         options.update(checkpoint_cells=checkpoint_cells, channels_last=channels_last)
         if layers is not None:
             options["layers"] = layers
+        if stem != "cifar":
+            options["stem"] = stem
+    elif stem != "cifar":
+        raise ValueError(f"stem applies to the DARTS space's supernet, not the {space.name!r} "
+                         "space")
     elif layers is not None:
         raise ValueError(f"layers applies to the DARTS space's supernet; the {space.name!r} "
                          "space sets its depth itself (NB201: space.init_args.cells_per_stage)")

@@ -12,7 +12,10 @@ supernet weights w on a batch of the weight half (Algorithm 1 of the paper).
   (Eq. 8, epsilon = 0.01 / ||grad_w' L_val||).
 
 Gradients are computed with ``torch.autograd.grad`` and averaged across ranks with one
-all-reduce each, so alphas stay bit-identical on every DDP rank.
+all-reduce each, so alphas stay bit-identical on every DDP rank. Under ``--trainer.precision
+16-mixed`` the losses are scaled by the precision plugin's GradScaler before differentiation
+(``common.scaled_grad``) and its optimiser step unscales them and skips steps that overflowed;
+``bf16-mixed`` runs the forward passes under autocast and needs no scaling.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ from lightning_nas.strategies.common import (
     ScoredArch,
     logged_value,
     checkpoint_record,
+    overflow_skips_step,
+    prepare_step,
+    scaled_grad,
     cosine_schedule,
     path_gradients,
     assign_gradients,
@@ -112,6 +118,8 @@ class DartsSearch(L.LightningModule):
             the single-process step on the ranks' batches together.
         partial_channels: PC-DARTS's K: the mixed ops see 1/K of the channels (1: DARTS;
             :class:`~lightning_nas.strategies.pc_darts.PCDarts` adds edge normalisation).
+        stem: DARTS space: ``"cifar"`` (one 3x3 conv) or ``"imagenet"`` (PC-DARTS's ImageNet
+            search stem: three stride-2 3x3 convs, so 224-pixel inputs reach the cells at 28).
         latency: a latency term in the architecture loss
             (:class:`~lightning_nas.hardware.cell_latency.LatencyLoss`: a per-op table of the
             space's network on the target device, the target and the weight); the expected
@@ -142,6 +150,7 @@ class DartsSearch(L.LightningModule):
         channels_last: bool = True,
         sync_batchnorm: bool = True,
         partial_channels: int = 1,
+        stem: str = "cifar",
         latency: LatencyLoss | None = None,
         seed: int = 0,
     ):
@@ -180,7 +189,7 @@ class DartsSearch(L.LightningModule):
             self.supernet_options = supernet_options(
                 self.space, num_classes=num_classes, in_channels=in_channels,
                 channels=channels, layers=layers, checkpoint_cells=checkpoint_cells,
-                channels_last=channels_last, partial_channels=partial_channels)
+                channels_last=channels_last, partial_channels=partial_channels, stem=stem)
             self.supernet: WeightedSupernet = supernet_of(
                 self.space, weighted=True, strategy="DARTS", **self.supernet_options)
             # one (num_edges, num_ops) matrix per cell type, N(0, 1e-3) as in the DARTS code
@@ -250,6 +259,10 @@ class DartsSearch(L.LightningModule):
         logits = self(x)
         return self.criterion(logits, y), logits
 
+    def _grad(self, loss: torch.Tensor, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Gradients under the trainer's precision (loss-scaled under 16-mixed, unscaled)."""
+        return scaled_grad(self._trainer, loss, inputs)
+
     def _where(self) -> dict[str, int]:
         return {"epoch": self.current_epoch, "step": self.global_step}
 
@@ -263,7 +276,7 @@ class DartsSearch(L.LightningModule):
                     loss = self.latency.combine(loss, expected)
                     self.log("latency/expected_ms", expected.detach(), on_step=False,
                              on_epoch=True)
-                return list(torch.autograd.grad(loss, self.alphas)), loss.detach()
+                return list(self._grad(loss, self.alphas)), loss.detach()
         return self._unrolled_gradients(xw, yw, xa, ya, w_opt)
 
     @contextmanager
@@ -298,7 +311,7 @@ class DartsSearch(L.LightningModule):
         # step equals the single-process step: the training gradient here, the unrolled
         # validation gradient below; the finite-difference gradients are averaged with the
         # architecture gradient by the caller (they are linear in the per-rank losses)
-        g_train = average_gradients(self._trainer, list(torch.autograd.grad(loss_train, weights)))
+        g_train = average_gradients(self._trainer, list(self._grad(loss_train, weights)))
         if self.hparams.reuse_train_gradient:
             self._train_pass = (loss_train.detach(), logits_train.detach(), list(g_train))
         original = [w.detach().clone() for w in weights]
@@ -311,8 +324,8 @@ class DartsSearch(L.LightningModule):
                         step = step + momentum * buf
                     w.sub_(xi * step)  # w' = w - xi * (m * v + g + wd * w)
             loss_val, _ = self._loss(xa, ya)
-            grads = average_gradients(self._trainer, list(torch.autograd.grad(
-                loss_val, [*self.alphas, *weights])))
+            grads = average_gradients(self._trainer,
+                                      list(self._grad(loss_val, [*self.alphas, *weights])))
             n_alpha = len(self.alphas)
             g_alpha, g_unrolled = grads[:n_alpha], grads[n_alpha:]
             eps = self.hparams.hessian_epsilon / torch.cat([g.reshape(-1) for g in g_unrolled]).norm()
@@ -323,7 +336,7 @@ class DartsSearch(L.LightningModule):
                         w.copy_(w0 + sign * eps * v)
                 with self._weights_frozen():
                     loss_shifted, _ = self._loss(xw, yw)
-                    finite_diff.append(torch.autograd.grad(loss_shifted, self.alphas))
+                    finite_diff.append(self._grad(loss_shifted, self.alphas))
         finally:
             with torch.no_grad():
                 for w, w0 in zip(weights, original):
@@ -344,10 +357,13 @@ class DartsSearch(L.LightningModule):
             a_opt.zero_grad()
             grads, arch_loss = self._arch_gradients(xw, yw, xa, ya, w_opt.optimizer)
             grads = average_gradients(self.trainer, grads)
-            raise_if_not_finite("architecture gradient", torch.cat([g.reshape(-1) for g in grads]),
-                                **self._where(), advice="lower the architecture learning rate "
-                                "(model.arch_optimizer) or the weight learning rate")
+            if not overflow_skips_step(self.trainer):
+                raise_if_not_finite("architecture gradient",
+                                    torch.cat([g.reshape(-1) for g in grads]), **self._where(),
+                                    advice="lower the architecture learning rate "
+                                    "(model.arch_optimizer) or the weight learning rate")
             assign_gradients(self.alphas, grads)
+            prepare_step(self.trainer, self.alphas)
             a_opt.step()
             self.log("arch/val_loss", arch_loss, on_step=False, on_epoch=True, sync_dist=True)
 
@@ -363,12 +379,14 @@ class DartsSearch(L.LightningModule):
         grads = (path_gradients(self.trainer, loss, weights) if grads is None
                  else average_gradients(self.trainer, grads))
         used = [g for g in grads if g is not None]
-        raise_if_not_finite("weight gradient", torch.cat([g.reshape(-1) for g in used]),
-                            **self._where(), advice="lower the weight learning rate")
+        if not overflow_skips_step(self.trainer):
+            raise_if_not_finite("weight gradient", torch.cat([g.reshape(-1) for g in used]),
+                                **self._where(), advice="lower the weight learning rate")
         set_path_gradients(weights, grads)
         if self.hparams.grad_clip > 0:
             nn.utils.clip_grad_norm_([w for w in weights if w.grad is not None],
                                      self.hparams.grad_clip)
+        prepare_step(self.trainer, weights)
         w_opt.step()
         self.train_acc(logits.detach(), yw)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True,

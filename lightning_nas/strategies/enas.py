@@ -51,7 +51,9 @@ from lightning_nas.strategies.common import (
     cosine_schedule,
     assign_gradients,
     average_gradients,
+    overflow_skips_step,
     path_gradients,
+    prepare_step,
     raise_if_not_finite,
     set_path_gradients,
     set_rng_state,
@@ -249,6 +251,7 @@ class ENAS(L.LightningModule):
         if self.hparams.grad_clip > 0:
             nn.utils.clip_grad_norm_([p for p in params if p.grad is not None],
                                      self.hparams.grad_clip)
+        prepare_step(self.trainer, params)
         w_opt.step()
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True,
                  sync_dist=True)
@@ -306,10 +309,13 @@ class ENAS(L.LightningModule):
                 rewards.append(reward)
                 entropies.append(float(sampled.entropy))
             grads = average_gradients(self.trainer, total)  # equal on every rank already
-            raise_if_not_finite("controller gradient", torch.cat([g.reshape(-1) for g in grads]),
-                                **self._where(), advice="lower the controller learning rate")
+            if not overflow_skips_step(self.trainer):
+                raise_if_not_finite("controller gradient",
+                                    torch.cat([g.reshape(-1) for g in grads]), **self._where(),
+                                    advice="lower the controller learning rate")
             c_opt.zero_grad()
             assign_gradients(params, grads)
+            prepare_step(self.trainer, params)  # the 16-mixed plugin's step unscales
             c_opt.step()
         self.last_phase = {"reward": sum(rewards) / len(rewards),  # fraction
                            "entropy": sum(entropies) / len(entropies)}  # nats per path

@@ -39,7 +39,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -51,7 +51,10 @@ from lightning_nas.strategies.common import (
     logged_value,
     average_gradients,
     data_input_shape,
+    overflow_skips_step,
+    prepare_step,
     raise_if_not_finite,
+    scaled_grad,
     rng_state,
     set_rng_state,
 )
@@ -354,6 +357,11 @@ class OnceForAll(L.LightningModule):
 
     def on_fit_start(self) -> None:
         trainer = self.trainer
+        size = getattr(getattr(trainer, "datamodule", None), "image_size", None)
+        if isinstance(size, int) and size < max(self.space.resolutions):
+            rank_zero_warn(f"the data module's images are {size} pixels but the space's largest "
+                           f"resolution is {max(self.space.resolutions)}: every batch is "
+                           "upsampled; set data.image_size to the largest resolution")
         if trainer.fast_dev_run or trainer.max_steps not in (-1, None):
             return
         if trainer.max_epochs is not None and trainer.max_epochs > self.total_epochs:
@@ -409,7 +417,7 @@ class OnceForAll(L.LightningModule):
                         self.teacher.train()
                         teacher_out[r] = F.softmax(self.teacher(xr), dim=1)
                 loss = loss + phase.kd_ratio * soft_cross_entropy(logits, teacher_out[r])
-            for i, g in enumerate(torch.autograd.grad(loss, params, allow_unused=True)):
+            for i, g in enumerate(scaled_grad(self._trainer, loss, params, allow_unused=True)):
                 if g is not None:  # OFA sums the subnets' gradients
                     grads[i] = g if grads[i] is None else grads[i] + g
             total += float(loss.detach())
@@ -443,8 +451,10 @@ class OnceForAll(L.LightningModule):
         averaged = average_gradients(self.trainer, [grads[i] for i in used] +
                                      [torch.tensor([total], device=x.device)])
         mean_loss = averaged.pop()
-        raise_if_not_finite("training loss or gradient",
-                            torch.cat([mean_loss, *(g.reshape(-1) for g in averaged)]),
+        # under 16-mixed, overflowing gradients make the precision plugin skip the step
+        checked = [mean_loss] if overflow_skips_step(self.trainer) else \
+            [mean_loss, *(g.reshape(-1) for g in averaged)]
+        raise_if_not_finite("training loss or gradient", torch.cat(checked),
                             epoch=self.current_epoch, step=self.global_step,
                             advice=f"lower the learning rate of phase {phase.phase.name!r} "
                             "(model.phases) or set model.grad_clip")
@@ -454,6 +464,7 @@ class OnceForAll(L.LightningModule):
             params[i].grad = g
         if self.hparams.grad_clip > 0:
             nn.utils.clip_grad_norm_([params[i] for i in used], self.hparams.grad_clip)
+        prepare_step(self.trainer, params)
         optimizer.step()
         self.log("train/loss", float(mean_loss) / len(subnets), on_step=True, on_epoch=True,
                  prog_bar=True)

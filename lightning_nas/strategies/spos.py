@@ -43,6 +43,7 @@ from lightning_nas.strategies.common import (
     checkpoint_record,
     cosine_schedule,
     path_gradients,
+    prepare_step,
     raise_if_not_finite,
     set_path_gradients,
     set_rng_state,
@@ -233,6 +234,7 @@ class SPOS(L.LightningModule):
         if self.hparams.grad_clip > 0:
             nn.utils.clip_grad_norm_([p for p in params if p.grad is not None],
                                      self.hparams.grad_clip)
+        prepare_step(self.trainer, params)
         opt.step()
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True,
                  sync_dist=True)
