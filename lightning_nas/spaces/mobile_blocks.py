@@ -247,9 +247,68 @@ def round_channels(channels: int, width: float, divisor: int = 8, *, where: str 
     return int(rounded)
 
 
-def round_repeats(repeats: int, depth: float) -> int:
-    """``ceil(repeats * depth)`` (EfficientNet's ``round_repeats``), at least 1."""
-    return max(1, int(math.ceil(repeats * depth - 1e-9)))
+DEPTH_ROUNDINGS = ("ceil", "nearest", "network")
+
+
+def round_repeats(repeats: int, depth: float, rounding: str = "ceil") -> int:
+    """``ceil(repeats * depth)`` (EfficientNet's ``round_repeats``; ``rounding="nearest"``
+    rounds half up instead), at least 1."""
+    if rounding not in DEPTH_ROUNDINGS:
+        raise ValueError(f"depth rounding must be one of {DEPTH_ROUNDINGS}, got {rounding!r}")
+    if rounding == "network":
+        rounding = "nearest"
+    scaled = repeats * depth
+    return max(1, int(math.ceil(scaled - 1e-9)) if rounding == "ceil" else int(scaled + 0.5))
+
+
+def stages_of(rows: Sequence[Sequence[Any]]) -> list[list[list[Any]]]:
+    """Rows grouped into stages: a stage is a run of rows with the same output channels whose
+    later rows have stride 1 (EfficientNet's rows are one stage each; MobileNetV3's, OFA's
+    and ProxylessNAS's stages have a row per distinct block)."""
+    stages: list[list[list[Any]]] = []
+    for row in rows:
+        if stages and row[5] == stages[-1][-1][5] and row[3] == 1:
+            stages[-1].append(list(row))
+        else:
+            stages.append([list(row)])
+    return stages
+
+
+def stage_block_counts(counts: Sequence[int], depth: float, rounding: str = "ceil"
+                       ) -> list[int]:
+    """New block count of every stage: per stage ``round_repeats(n, depth, rounding)``, or
+    with ``rounding="network"`` the network's total ``round(sum(n) * depth)`` shared by
+    largest remainder (every stage keeps >= 1 block). Per-stage rounding cannot take a block
+    from a 2-block stage at depth 0.83 (ceil(1.67) = 2); the network-level count can."""
+    if rounding != "network":
+        return [round_repeats(n, depth, rounding) for n in counts]
+    exact = [n * depth for n in counts]
+    new = [max(1, int(e)) for e in exact]
+    left = int(sum(exact) + 0.5) - sum(new)
+    order = sorted(range(len(counts)), key=lambda i: (-(exact[i] - int(exact[i])), i))
+    for i in order[:max(0, left)]:
+        new[i] += 1
+    return new
+
+
+def scale_stage_depth(rows: Sequence[Sequence[Any]], depth: float, rounding: str = "ceil"
+                      ) -> list[list[Any]]:
+    """Every stage's block count times ``depth``, rounded (:func:`stage_block_counts`): a
+    deeper stage repeats its last block, a shallower one keeps its first blocks (as OFA's
+    elastic depth)."""
+    out: list[list[Any]] = []
+    stages = stages_of(rows)
+    counts = stage_block_counts([sum(int(r[1]) for r in st) for st in stages], depth, rounding)
+    for stage, left in zip(stages, counts):
+        kept = []
+        for row in stage:
+            take = min(int(row[1]), left)
+            if take:
+                kept.append([row[0], take, *row[2:]])
+            left -= take
+        kept[-1][1] += left
+        out.extend(kept)
+    return out
 
 
 def arch_channels(arch: Arch) -> list[tuple[str, int]]:
@@ -265,13 +324,14 @@ def arch_channels(arch: Arch) -> list[tuple[str, int]]:
 
 def scale_mobile(arch: Arch, *, width: float = 1.0, depth: float = 1.0,
                  resolution: int | None = None, dropout: float | None = None,
-                 divisor: int = 8) -> Arch:
+                 divisor: int = 8, depth_rounding: str = "ceil") -> Arch:
     """Compound-scale a ``mobile`` architecture (Tan & Le 2019, Sec. 3.3).
 
     Args:
         arch: any architecture of this space.
         width: multiplies every channel count (rounded by :func:`round_channels`).
-        depth: multiplies every stage's repeats (rounded up).
+        depth: multiplies every stage's block count (:func:`scale_stage_depth`; rounded up
+            as the paper, or to the nearest with ``depth_rounding="nearest"``).
         resolution: the new input resolution (None keeps the architecture's).
         dropout: the new dropout before the classifier (None keeps it).
         divisor: channel counts are multiples of this (8 in the paper).
@@ -296,8 +356,8 @@ def scale_mobile(arch: Arch, *, width: float = 1.0, depth: float = 1.0,
         return round_channels(int(c), width, divisor, where=where)
 
     stem = arch["stem"]
-    blocks = [[r[0], round_repeats(r[1], depth), r[2], r[3], r[4], ch(r[5], f"stage {i}"),
-               r[6], r[7]] for i, r in enumerate(arch["blocks"], 1)]
+    blocks = [[r[0], r[1], r[2], r[3], r[4], ch(r[5], f"stage {i}"), r[6], r[7]]
+              for i, r in enumerate(scale_stage_depth(arch["blocks"], depth, depth_rounding), 1)]
     head = [ch(arch["head"][0], "the head") if arch["head"][0] else 0, arch["head"][1]]
     feature = list(arch["feature"])
     if feature:
@@ -783,4 +843,4 @@ def count_macs(arch: Arch, *, resolution: int | None = None, space: MobileBlockS
 __all__ = ["EFFICIENTNET_B0", "EFFICIENTNET_COEFFICIENTS", "MobileBlockNetwork",
            "MobileBlockSpace", "PRESETS", "PUBLISHED", "ScaleError", "check_arch", "count_macs",
            "from_ofa_arch", "make_arch", "preset", "round_channels", "round_repeats",
-           "scale_mobile"]
+           "scale_mobile", "scale_stage_depth", "stages_of"]

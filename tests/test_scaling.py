@@ -1,0 +1,116 @@
+"""Compound scaling (Tan & Le 2019) of discovered architectures: a DARTS cell network and
+Once-for-All subnets grow their multiply-adds by ~2**phi (phi = -1, 0, 1, 2), NB201 scales
+channels and cells, a zero-channel layer is a clear error, and `lightning-nas scale`."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from lightning_nas.cli import main
+from lightning_nas.spaces.base import Arch
+from lightning_nas.spaces.darts import DartsSpace
+from lightning_nas.spaces.mobile_blocks import PRESETS, MobileBlockSpace, ScaleError
+from lightning_nas.spaces.mobilenet import MobileNetV3Space
+from lightning_nas.spaces.nb201 import NB201Space
+from lightning_nas.spaces.scaling import compound, macs_of, scale
+from lightning_nas.strategies.fixed import FixedArchitecture
+
+
+def macs_ratios(arch, space, **options) -> dict[int, float]:
+    """Multiply-adds at phi over those at phi = 0, divided by 2**phi."""
+    base = scale(arch, 0, space=space, **options)
+    m0 = macs_of(base.space, base.arch, base.resolution)[1]
+    out = {}
+    for phi in (-1, 1, 2):
+        s = scale(arch, phi, space=space, **options)
+        out[phi] = macs_of(s.space, s.arch, s.resolution)[1] / m0 / 2 ** phi
+    return out
+
+
+def test_compound_coefficients_keep_the_flops_constraint():
+    depth, width, res = compound(1)
+    assert (depth, width, res) == (1.2, 1.1, 1.15)
+    assert depth * width ** 2 * res ** 2 == pytest.approx(1.92, abs=0.01)  # ~2 (Sec. 3.3)
+
+
+def test_darts_cell_network_flops_grow_by_two_to_the_phi():
+    """DARTS_V2 in the paper's CIFAR evaluation network (36 channels, 20 cells, 32x32): the
+    paper's ceil on cells, channels to multiples of 4 (36 is not a multiple of 8)."""
+    space = DartsSpace()
+    arch = space.load("DARTS_V2")
+    ratios = macs_ratios(arch, space)
+    assert all(abs(r - 1) < 0.15 for r in ratios.values()), ratios
+    s = scale(arch, 2, space=space)
+    assert s.changes == {"channels": [36, 44], "layers": [20, 29], "resolution": [32, 44]}
+    assert s.arch == arch and s.space.build_defaults["channels"] == 44
+
+
+@pytest.mark.parametrize("ofa, seed", [(MobileNetV3Space(), 0), (MobileNetV3Space.cifar(), 1)])
+def test_ofa_subnet_flops_grow_by_two_to_the_phi(ofa, seed):
+    """A random OFA subnet, converted to the mobile space, with channels to multiples of 4
+    and the network's block count rounded ('network'). The paper's rounding does not get
+    there for such small networks (scripts/results/scaling, 20 subnets per configuration):
+    per-stage ceil removes no block from stages of 2-5 blocks at phi = -1 (ceil(0.83 n) = n),
+    and multiples of 8 keep 24- and 40-channel stages unchanged at width 0.91, so phi = -1
+    keeps 1.43-1.55x the 2**-1 target; with 'network' and 4s 9 of 12 ImageNet and 12 of 12
+    CIFAR subnets are within 15% at every phi (these two among them)."""
+    arch = ofa.sample(random.Random(seed))
+    ratios = macs_ratios(arch, ofa, depth_rounding="network", divisor=4)
+    assert all(abs(r - 1) < 0.15 for r in ratios.values()), ratios
+    ceil = scale(arch, -1, space=ofa)
+    assert sum(r[1] for r in ceil.arch["blocks"]) == 1 + ofa.depth(arch)
+    assert macs_ratios(arch, ofa)[-1] > 1.4
+
+
+def test_nb201_scales_channels_and_cells_per_stage():
+    space = NB201Space()
+    arch = space.sample(random.Random(0))
+    s = scale(arch, 1, space=space)
+    assert s.changes == {"channels": [16, 16], "cells_per_stage": [5, 6],
+                         "resolution": [32, 36]}
+    s = scale(arch, 2, space=space)
+    assert s.changes["channels"] == [16, 20] and s.space.build_defaults["cells_per_stage"] == 8
+    assert macs_of(s.space, s.arch, s.resolution)[1] > 0
+
+
+def test_a_phi_that_gives_a_zero_channel_layer_is_a_clear_error():
+    with pytest.raises(ScaleError, match=r"phi=-30 .* stage 1 0.917 channels .* zero-channel "
+                                         r"layer .* smallest phi that keeps every layer is "
+                                         r"-14.55"):
+        scale(PRESETS["MnasNet-A1"], -30)
+    with pytest.raises(ScaleError, match=r"phi=-25 .* darts network's first cells 1.48 "
+                                         r"channels .* zero-channel layer .* smallest phi .* "
+                                         r"-21.82"):
+        scale(DartsSpace().load("DARTS_V2"), -25, space=DartsSpace(channels=16, layers=8))
+    with pytest.raises(ScaleError, match=r"phi=-20 scales the resolution 32 .* to 0 pixels .* "
+                                         r"smallest phi that keeps a pixel is -19.84"):
+        scale(DartsSpace().load("DARTS_V2"), -20, space=DartsSpace(channels=16, layers=8))
+    assert scale(PRESETS["MnasNet-A1"], -14).arch["blocks"][0][5] == 8
+
+
+def test_scale_command_writes_a_trainable_architecture(tmp_path, capsys):
+    out = tmp_path / "b0_phi1.json"
+    main(["scale", "EfficientNet-B0", "--phi", "1", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "parameters 5,288,548 -> 9,109,994" in text and "(x2.57; 2**phi = 2.00)" in text
+    saved = json.loads(out.read_text())
+    assert saved["scaled"]["resolution"] == 258 and saved["params"] == 9_109_994
+    arch = Arch.load(out)
+    assert [r[5] for r in arch["blocks"]] == [16, 24, 48, 88, 120, 208, 352]
+    model = FixedArchitecture(arch=str(out), space=MobileBlockSpace(input_size=32), num_classes=10)
+    assert model.arch == arch
+
+    out = tmp_path / "darts.json"
+    main(["scale", "DARTS_V2", "--phi", "-1", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "channels 32 --model.init_args.space.init_args.layers 17" in text
+    assert json.loads(out.read_text())["scaled"]["space"]["init_args"]["channels"] == 32
+
+    with pytest.raises(SystemExit):
+        main(["scale", "EfficientNet-B8", "--phi", "1"])
+    err = capsys.readouterr().err
+    assert "unknown preset 'EfficientNet-B8'" in err and "EfficientNet-B7" in err \
+        and "DARTS_V2" in err
