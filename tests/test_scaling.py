@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
 from lightning_nas.cli import main
-from lightning_nas.spaces.base import Arch
+from lightning_nas.search import read_journal
+from lightning_nas.search.cli import main_search
+from lightning_nas.spaces.base import Arch, ArchError
 from lightning_nas.spaces.darts import DartsSpace
 from lightning_nas.spaces.mobile_blocks import PRESETS, MobileBlockSpace, ScaleError
 from lightning_nas.spaces.mobilenet import MobileNetV3Space
 from lightning_nas.spaces.nb201 import NB201Space
-from lightning_nas.spaces.scaling import compound, macs_of, scale
+from lightning_nas.spaces.scaling import CompoundScalingSpace, compound, macs_of, scale
 from lightning_nas.strategies.fixed import FixedArchitecture
 
 
@@ -114,3 +117,46 @@ def test_scale_command_writes_a_trainable_architecture(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown preset 'EfficientNet-B8'" in err and "EfficientNet-B7" in err \
         and "DARTS_V2" in err
+
+
+def test_compound_grid_space_keeps_the_flops_constraint_and_builds_scaled_networks():
+    base_space = MobileBlockSpace(num_classes=10, input_size=32, stem_stride=1)
+    space = CompoundScalingSpace(base="EfficientNet-B0", base_space=base_space,
+                                 alphas=(1.0, 1.1, 1.2, 1.3, 1.4), betas=(1.0, 1.1, 1.2),
+                                 gammas=(1.0, 1.1, 1.15, 1.2, 1.3), tolerance=0.1)
+    assert len(space.points) == 15 and (1.2, 1.1, 1.15) in space.points
+    assert all(abs(a * b * b * g * g - 2) <= 0.1 for a, b, g in space.points)
+    rng = random.Random(0)
+    seen = {space.sample(rng) for _ in range(200)}
+    assert len(seen) == 15 and all(space.decode(space.encode(a)) == a for a in seen)
+    paper = space.parse("alpha1.2|beta1.1|gamma1.15")
+    net = space.build(paper)
+    assert net.resolution == 37  # 32 x 1.15
+    assert sum(p.numel() for p in net.parameters()) == sum(
+        p.numel() for p in base_space.build(scale(PRESETS["EfficientNet-B0"], 1).arch)
+        .parameters())
+    with pytest.raises(ArchError, match="not a grid point"):
+        space.parse("alpha1|beta1|gamma1")
+
+
+def test_compound_grid_search_config_runs(tmp_path):
+    """configs/search/cifar10_compound_grid.yaml, 2 grid points on synthetic 32x32 images;
+    MACs are counted at each scaled network's own resolution."""
+    root = Path(__file__).resolve().parents[1]
+    data = json.dumps({"class_path": "lightning_nas.data.SyntheticDataModule",
+                       "init_args": {"image_size": 32, "train_size": 16, "test_size": 8,
+                                     "batch_size": 8, "val_fraction": 0.5}})
+    summary = main_search(["--config", str(root / "configs/search/cifar10_compound_grid.yaml"),
+                           "--run_dir", str(tmp_path), "--budget_trials", "2", "--progress",
+                           "false", "--evaluator.init_args.data", data])
+    assert summary["counts"]["ok"] == 2
+    ok = [r for r in read_journal(tmp_path) if r["status"] == "ok"]
+    space = CompoundScalingSpace(
+        base_space=MobileBlockSpace(num_classes=10, input_size=32, stem_stride=1),
+        alphas=(1.0, 1.1, 1.2, 1.3, 1.4), betas=(1.0, 1.1, 1.2),
+        gammas=(1.0, 1.1, 1.15, 1.2, 1.3))
+    for record in ok:
+        arch = Arch.from_dict(record["arch_json"])
+        net = space.build(arch)
+        r = net.resolution
+        assert record["metrics"]["macs"] == macs_of(space, arch, r)[1]

@@ -332,5 +332,134 @@ def main_scale(argv: list[str]) -> Scaled:
     return result
 
 
-__all__ = ["ALPHA", "BETA", "GAMMA", "Scaled", "ScaleError", "compound", "macs_of",
-           "main_scale", "scale"]
+class CompoundScalingSpace(SearchSpace):
+    """The paper's grid search for alpha, beta, gamma (Tan & Le 2019, Sec. 4, step 1: phi = 1,
+    alpha * beta**2 * gamma**2 ~ 2) as a search space, so `lightning-nas search` runs it with
+    any evaluator (e.g. training each scaled network on real data).
+
+    An architecture is ``{"alpha", "beta", "gamma"}``, one point of the grids whose FLOPs
+    factor ``alpha * beta**2 * gamma**2`` is within ``tolerance`` of ``target``; the space
+    is one categorical decision over those points (a random sampler with de-duplication over
+    ``len(points)`` trials is the grid search). ``build(arch)`` is the ``base`` architecture
+    scaled by ``phi`` with these coefficients (:func:`scale`); the network's ``resolution``
+    attribute is the scaled input resolution, to which FixedArchitecture resizes its inputs.
+
+    Args:
+        base: the architecture to scale: a preset name, an arch.json or a string of
+            ``base_space``.
+        base_space: its space (default a MobileBlockSpace); e.g. ``MobileBlockSpace(
+            input_size=32, stem_stride=1)`` scales a network for 32x32 images from 32 pixels.
+        phi: the compound coefficient of every candidate (1 in the paper's grid search).
+        alphas, betas, gammas: the grids.
+        target, tolerance: keep points with ``|alpha beta^2 gamma^2 - target| <= tolerance``.
+        resolution: the base input resolution (default: ``base_space.input_size`` or the
+            architecture's).
+        divisor, depth_rounding: passed to :func:`scale`.
+        num_classes, in_channels: build defaults.
+    """
+
+    name = "compound"
+
+    def __init__(self, *, base: str = "EfficientNet-B0", base_space: SearchSpace | None = None,
+                 phi: float = 1.0, alphas: tuple[float, ...] = (1.0, 1.1, 1.2, 1.3, 1.4),
+                 betas: tuple[float, ...] = (1.0, 1.05, 1.1, 1.15, 1.2),
+                 gammas: tuple[float, ...] = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25),
+                 target: float = 2.0, tolerance: float = 0.1, resolution: int | None = None,
+                 divisor: int | None = None, depth_rounding: str = "ceil",
+                 num_classes: int = 10, in_channels: int = 3, constraints: Any = None):
+        super().__init__(constraints)
+        self.base_space = base_space or MobileBlockSpace(num_classes=num_classes,
+                                                         in_channels=in_channels)
+        self.base_name = str(base)
+        self.base = self.base_space.load(base)
+        self.phi, self.target, self.tolerance = float(phi), float(target), float(tolerance)
+        self.resolution = resolution or getattr(self.base_space, "input_size", None)
+        self.divisor, self.depth_rounding = divisor, depth_rounding
+        self.grids = (tuple(map(float, alphas)), tuple(map(float, betas)),
+                      tuple(map(float, gammas)))
+        self.points = tuple((a, b, g) for a in self.grids[0] for b in self.grids[1]
+                            for g in self.grids[2]
+                            if abs(a * b * b * g * g - self.target) <= self.tolerance)
+        if not self.points:
+            raise ValueError(f"no (alpha, beta, gamma) of the grids has alpha beta^2 gamma^2 "
+                             f"within {tolerance} of {target}; widen the grids or the tolerance")
+        self.build_defaults = {"num_classes": num_classes, "in_channels": in_channels}
+
+    def config(self) -> dict[str, Any]:
+        from lightning_nas.strategies.common import space_spec
+
+        return {"base": self.base_name, "base_space": space_spec(self.base_space),
+                "phi": self.phi, "alphas": list(self.grids[0]), "betas": list(self.grids[1]),
+                "gammas": list(self.grids[2]), "target": self.target,
+                "tolerance": self.tolerance, "resolution": self.resolution,
+                "divisor": self.divisor, "depth_rounding": self.depth_rounding,
+                **self.build_defaults}
+
+    def _arch(self, point: tuple[float, float, float]) -> Arch:
+        return Arch(self.name, dict(zip(("alpha", "beta", "gamma"), point)))
+
+    def check(self, arch: Arch) -> None:
+        if set(arch) != {"alpha", "beta", "gamma"}:
+            raise ArchError(f"a {self.name} architecture has the labels alpha, beta, gamma; got "
+                            f"{sorted(arch)}")
+        point = (arch["alpha"], arch["beta"], arch["gamma"])
+        if point not in self.points:
+            raise ArchError(f"(alpha, beta, gamma) = {point} is not a grid point with "
+                            f"alpha beta^2 gamma^2 within {self.tolerance} of {self.target}; "
+                            f"points: {list(self.points)}")
+
+    def to_string(self, arch: Arch) -> str:
+        self.validate(arch)
+        return f"alpha{arch['alpha']:g}|beta{arch['beta']:g}|gamma{arch['gamma']:g}"
+
+    def parse(self, text: str) -> Arch:
+        m = re.fullmatch(r"alpha([\d.]+)\|beta([\d.]+)\|gamma([\d.]+)", str(text).strip())
+        if not m:
+            raise ArchError(f"a {self.name} string is 'alpha<a>|beta<b>|gamma<g>', e.g. "
+                            f"alpha1.2|beta1.1|gamma1.15; got {text!r}")
+        return self.validate(self._arch(tuple(float(v) for v in m.groups())))
+
+    def decisions(self) -> list[tuple[str, tuple[Any, ...]]]:
+        return [("point", tuple(range(len(self.points))))]
+
+    def encode(self, arch: Arch) -> list[int]:
+        self.validate(arch)
+        return [self.points.index((arch["alpha"], arch["beta"], arch["gamma"]))]
+
+    def decode(self, indices: Any) -> Arch:
+        if len(indices) != 1 or not 0 <= int(indices[0]) < len(self.points):
+            raise ArchError(f"expected one point index in 0..{len(self.points) - 1}, got "
+                            f"{list(indices)}")
+        return self._arch(self.points[int(indices[0])])
+
+    def sample(self, rng: Any) -> Arch:
+        return self._arch(rng.choice(self.points))
+
+    def mutate(self, arch: Arch, rng: Any) -> Arch:
+        self.validate(arch)
+        here = (arch["alpha"], arch["beta"], arch["gamma"])
+        others = [p for p in self.points if p != here]
+        if not others:
+            raise ArchError("the grid has a single point; nothing to mutate")
+        return self._arch(rng.choice(others))
+
+    def scaled(self, arch: Arch) -> Scaled:
+        self.validate(arch)
+        return scale(self.base, self.phi, space=self.base_space, alpha=arch["alpha"],
+                     beta=arch["beta"], gamma=arch["gamma"], resolution=self.resolution,
+                     divisor=self.divisor, depth_rounding=self.depth_rounding)
+
+    def build(self, arch: Arch, **kwargs: Any) -> nn.Module:
+        """The scaled base network; ``net.resolution`` is its scaled input resolution."""
+        result = self.scaled(arch)
+        options = {**self.build_defaults, **kwargs}
+        if hasattr(result.space, "build_defaults"):
+            accepted = set(result.space.build_defaults) | {"num_classes", "in_channels"}
+            options = {k: v for k, v in options.items() if k in accepted}
+        net = result.space.build(result.arch, **options)
+        net.resolution = result.resolution
+        return net
+
+
+__all__ = ["ALPHA", "BETA", "GAMMA", "CompoundScalingSpace", "Scaled", "ScaleError",
+           "compound", "macs_of", "main_scale", "scale"]
