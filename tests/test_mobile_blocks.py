@@ -171,3 +171,18 @@ def test_preset_trains_by_name_through_lightning_nas_fit(tmp_path):
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert Arch.from_dict(ckpt["lightning_nas"]["arch"]) == PRESETS["MnasNet-A1"]
     assert "train/loss" in (tmp_path / "metrics.csv").read_text()
+
+
+def test_a_preset_fine_tunes_with_a_new_head(tmp_path):
+    """Weights of a 1000-class MobileNetV3-Small initialise a 10-class one: everything but
+    the classifier is copied, the classifier is new."""
+    space = MobileBlockSpace(input_size=32, stem_stride=1)
+    source = FixedArchitecture(arch="MobileNetV3-Small", space=space, num_classes=1000, seed=1)
+    path = tmp_path / "imagenet.ckpt"
+    torch.save({"state_dict": source.state_dict()}, path)
+    target = FixedArchitecture(arch="MobileNetV3-Small", space=space, num_classes=10,
+                               init_from=str(path), seed=2)
+    own, saved = target.net.state_dict(), source.net.state_dict()
+    assert own["classifier.weight"].shape == (10, 1024)
+    copied = [k for k in own if not k.startswith("classifier.")]
+    assert copied and all(torch.equal(own[k], saved[k]) for k in copied)
