@@ -137,6 +137,10 @@ def test_compound_grid_space_keeps_the_flops_constraint_and_builds_scaled_networ
         .parameters())
     with pytest.raises(ArchError, match="not a grid point"):
         space.parse("alpha1|beta1|gamma1")
+    from lightning_nas.strategies.common import space_from_spec, space_spec
+
+    rebuilt = space_from_spec(space_spec(space))  # as a checkpoint rebuilds it
+    assert rebuilt.points == space.points and rebuilt.build(paper).resolution == 37
 
 
 def test_compound_grid_search_config_runs(tmp_path):

@@ -13,7 +13,7 @@ What each space scales:
 * ``mobile`` (:mod:`lightning_nas.spaces.mobile_blocks`): every channel count (stem, stages,
   head, feature), every stage's repeats and the architecture's resolution; the result is a
   ``mobile`` Arch.
-* ``mobilenetv3`` (an Once-for-All subnet): converted to the ``mobile`` Arch of the same
+* ``mobilenetv3`` (a Once-for-All subnet): converted to the ``mobile`` Arch of the same
   network (:func:`~lightning_nas.spaces.mobile_blocks.from_ofa_arch`), then as above.
 * ``darts``: the network's initial channels and number of cells (the genotype is kept);
   the result is the same Arch with a space whose build defaults are scaled.
@@ -368,6 +368,10 @@ class CompoundScalingSpace(SearchSpace):
                  divisor: int | None = None, depth_rounding: str = "ceil",
                  num_classes: int = 10, in_channels: int = 3, constraints: Any = None):
         super().__init__(constraints)
+        if isinstance(base_space, dict):  # {"class_path", "init_args"} from a checkpoint
+            from lightning_nas.strategies.common import space_from_spec
+
+            base_space = space_from_spec(base_space)
         self.base_space = base_space or MobileBlockSpace(num_classes=num_classes,
                                                          in_channels=in_channels)
         self.base_name = str(base)
