@@ -112,6 +112,12 @@ def test_scale_command_writes_a_trainable_architecture(tmp_path, capsys):
     assert "channels 32 --model.init_args.space.init_args.layers 17" in text
     assert json.loads(out.read_text())["scaled"]["space"]["init_args"]["channels"] == 32
 
+    ofa = MobileNetV3Space.cifar()
+    ofa.smallest().save(tmp_path / "ofa.json")  # a CIFAR OFA subnet: its configuration is found
+    main(["scale", str(tmp_path / "ofa.json"), "--phi", "1", "--out", str(tmp_path / "o.json")])
+    assert "resolution: 32 -> 37" in capsys.readouterr().out
+    assert Arch.load(tmp_path / "o.json").space == "mobile"
+
     with pytest.raises(SystemExit):
         main(["scale", "EfficientNet-B8", "--phi", "1"])
     err = capsys.readouterr().err

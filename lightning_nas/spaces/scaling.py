@@ -206,13 +206,18 @@ def macs_of(space: SearchSpace, arch: Arch, resolution: int) -> tuple[int, int]:
     return count_parameters(net), count_flops(net, (channels, resolution, resolution)).macs
 
 
-def _space_for(kind: str, opts: Any) -> SearchSpace:
+def _space_for(kind: str, opts: Any, arch: Arch | None = None) -> SearchSpace:
     if kind == "mobile":
         return MobileBlockSpace()
     if kind == "mobilenetv3":
         from lightning_nas.spaces.mobilenet import MobileNetV3Space
 
-        return MobileNetV3Space.cifar() if opts.ofa_space == "cifar" else MobileNetV3Space()
+        config = opts.ofa_space
+        if config is None:  # from the subnet's resolution: 32 is the CIFAR configuration's
+            cifar = MobileNetV3Space.cifar()
+            config = "cifar" if arch is not None and arch.get("resolution") in \
+                cifar.resolutions else "imagenet"
+        return MobileNetV3Space.cifar() if config == "cifar" else MobileNetV3Space()
     if kind == "darts":
         from lightning_nas.spaces.darts import DartsSpace
 
@@ -239,7 +244,7 @@ def _load_any(source: str, opts: Any) -> tuple[Arch, SearchSpace]:
 
     if source.endswith(".json") or Path(source).is_file():
         arch = Arch.load(source)
-        return arch, _space_for(arch.space, opts)
+        return arch, _space_for(arch.space, opts, arch)
     if not opts.space and re.fullmatch(r"[A-Za-z][\w.\-]*", source) and \
             source not in MOBILE_PRESETS and source not in DARTS_PRESETS:
         raise ArchError(f"unknown preset {source!r} (and no such file); mobile presets: "
@@ -299,8 +304,9 @@ def main_scale(argv: list[str]) -> Scaled:
                         help="NB201: cells per stage before scaling")
     parser.add_argument("--stem", choices=("cifar", "imagenet"), default="cifar",
                         help="DARTS: the network's stem")
-    parser.add_argument("--ofa-space", choices=("imagenet", "cifar"), default="imagenet",
-                        help="mobilenetv3 (OFA) architectures: which OFA configuration")
+    parser.add_argument("--ofa-space", choices=("imagenet", "cifar"), default=None,
+                        help="mobilenetv3 (OFA) architectures: which OFA configuration "
+                        "(default: cifar for 32-pixel subnets, else imagenet)")
     parser.add_argument("--out", default=None,
                         help="where to write the scaled arch.json (default scaled_phi<phi>.json)")
     opts = parser.parse_args(argv)
