@@ -9,6 +9,8 @@
 * ``lightning-nas search --config configs/search/...``: multi-trial search (ask/tell loop).
 * ``lightning-nas report RUN_DIR [--out PATH]``: one self-contained HTML page of a run
   (:mod:`lightning_nas.run_report`).
+* ``lightning-nas scale ARCH --phi PHI``: compound scaling of a preset or a discovered
+  architecture (:func:`lightning_nas.spaces.scaling.main_scale`).
 """
 
 from __future__ import annotations
@@ -295,7 +297,7 @@ def export_subnet(ckpt: str, subnet: str, out: str | None) -> Path:
 
 
 def run(argv: list[str]) -> Any:
-    """Dispatch ``argv`` to ``export``, ``search``, ``report`` or LightningCLI; errors
+    """Dispatch ``argv`` to ``export``, ``search``, ``report``, ``scale`` or LightningCLI; errors
     propagate."""
     if argv and argv[0] == "export":
         return export(argv[1:])
@@ -307,6 +309,10 @@ def run(argv: list[str]) -> Any:
         from lightning_nas.search.cli import main_search
 
         return main_search(argv[1:])
+    if argv and argv[0] == "scale":
+        from lightning_nas.spaces.scaling import main_scale
+
+        return main_scale(argv[1:])
     return run_lightning_cli(argv)
 
 

@@ -132,6 +132,8 @@ def test_every_fit_config_parses_and_instantiates(config, tmp_path):
         if "MobileNetV3CifarSpace" in text:  # an OFA subnet: any arch string of the space
             space = MobileNetV3Space.cifar()
             arch = space.to_string(space.smallest())
+        if "MobileBlockSpace" in text:  # the mobile block space: a preset by name
+            arch = "MobileNetV3-Small"
         extra = ["--model.arch", arch]
     if "StreamingImageDataModule" in text:  # ImageNet configs: a tiny folder, CPU trainer
         from streaming_helpers import make_image_folder

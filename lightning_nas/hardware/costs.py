@@ -88,7 +88,13 @@ class CostHook:
         if self.input_shape is None:
             raise ValueError("CostHook has no input_shape: pass one, e.g. (3, 32, 32), or set "
                              "hook.input_shape before the first call")
-        out = model_costs(model, self.input_shape, latency=self.latency,
+        shape = tuple(self.input_shape)
+        r = getattr(model, "resolution", None)
+        if isinstance(r, int) and len(shape) == 3 and shape[1:] != (r, r):
+            # the network's own input size (FixedArchitecture resizes images to it), e.g. a
+            # compound-scaled network or an elastic-resolution OFA subnet
+            shape = (shape[0], r, r)
+        out = model_costs(model, shape, latency=self.latency,
                           batch_size=self.batch_size, **self.latency_kwargs)
         if self.cache:
             self._results[arch] = out

@@ -201,7 +201,8 @@ def _label(name: str) -> tuple[str, float]:
 
 
 def pareto_figure(candidates: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
-                  *, title: str | None = None, x_limits: Mapping[str, float] | None = None):
+                  *, title: str | None = None, x_limits: Mapping[str, float] | None = None,
+                  references: Sequence[Mapping[str, Any]] | None = None):
     """A matplotlib ``Figure`` (Agg canvas, no pyplot state) of the first two objectives.
 
     All candidates are grey dots; the front is highlighted and joined by the staircase
@@ -209,6 +210,9 @@ def pareto_figure(candidates: Sequence[Mapping[str, Any]], summary: Mapping[str,
     objective, the x axis is the candidate index. ``x_limits`` (label -> value in the x
     metric's unit, e.g. ``{"4 ms": 4.0}`` for latency budgets) are drawn as dashed vertical
     lines, each with the best candidate (first objective) that meets it ringed.
+    ``references`` (records with ``"name"`` and the two plotted metrics, e.g. published
+    networks from :func:`~lightning_nas.hardware.reference.preset_reference_points`) are black
+    diamonds labelled with their names; records without both metrics are left out.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -268,6 +272,15 @@ def pareto_figure(candidates: Sequence[Mapping[str, Any]], summary: Mapping[str,
                                                        else -ys[meets])]
                 ax.scatter([xs[pick]], [ys[pick]], s=150, facecolors="none",
                            edgecolors=colour, linewidths=1.5, zorder=4)
+    refs = [r for r in references or () if x_name in r and y_name in r
+            and r[x_name] is not None and r[y_name] is not None]
+    if refs:
+        rx, ry = values(x_name, x_scale, refs), values(y_name, y_scale, refs)
+        ax.scatter(rx, ry, marker="D", s=30, c="black", label=f"reference ({len(refs)})",
+                   zorder=4)
+        for ref, px, py in zip(refs, rx, ry):
+            ax.annotate(str(ref.get("name", "")), (px, py), xytext=(4, 3),
+                        textcoords="offset points", fontsize=6, zorder=5)
     ax.set_xlabel(x_label + (" (lower is better)" if x_dir == "min" and x_name != "index"
                              else " (higher is better)" if x_name != "index" else ""))
     ax.set_ylabel(y_label + (" (higher is better)" if y_dir == "max" else " (lower is better)"))
@@ -275,7 +288,7 @@ def pareto_figure(candidates: Sequence[Mapping[str, Any]], summary: Mapping[str,
     extra = f", {len(objs) - 2} more objective(s) not drawn" if len(objs) > 2 else ""
     ax.set_title(title or f"Pareto front, hypervolume {hv:.4g}{extra}", fontsize=10)
     ax.grid(True, alpha=0.3)
-    if all_records:
+    if all_records or refs:
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
@@ -291,7 +304,8 @@ def write_pareto(run_dir: str | os.PathLike, candidates: Iterable[Mapping[str, A
                  objectives: Mapping[str, str] | Sequence[tuple[str, str]] | None = None, *,
                  reference: Sequence[float] | None = None, score_key: str | None = None,
                  plot: bool = True, stem: str = "pareto",
-                 x_limits: Mapping[str, float] | None = None) -> dict[str, Any]:
+                 x_limits: Mapping[str, float] | None = None,
+                 references: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Write ``<run_dir>/pareto.json`` and ``<run_dir>/pareto.png`` atomically.
 
     Args:
@@ -306,6 +320,8 @@ def write_pareto(run_dir: str | os.PathLike, candidates: Iterable[Mapping[str, A
         stem: file name without extension.
         x_limits: limits on the x objective marked in the plot (see :func:`pareto_figure`);
             also stored in the JSON as ``"x_limits"``.
+        references: reference points drawn in the plot (see :func:`pareto_figure`), e.g.
+            published networks; stored in the JSON as ``"references"``, never in the front.
 
     Returns:
         The summary written to JSON (see :func:`pareto_summary`) plus ``"json_path"`` and
@@ -315,6 +331,8 @@ def write_pareto(run_dir: str | os.PathLike, candidates: Iterable[Mapping[str, A
     summary = pareto_summary(cands, objectives, reference=reference, score_key=score_key)
     if x_limits:
         summary["x_limits"] = {k: float(v) for k, v in x_limits.items()}
+    if references:
+        summary["references"] = [jsonable(dict(r)) for r in references]
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     json_path = run_dir / f"{stem}.json"
@@ -322,7 +340,7 @@ def write_pareto(run_dir: str | os.PathLike, candidates: Iterable[Mapping[str, A
     if png_path is not None:
         import io
 
-        fig = pareto_figure(cands, summary, x_limits=x_limits)
+        fig = pareto_figure(cands, summary, x_limits=x_limits, references=references)
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         _atomic_write_bytes(png_path, buf.getvalue())

@@ -60,6 +60,7 @@ import torch
 from torch import nn
 
 from lightning_nas.spaces.base import Arch, ArchError, Constraints, SearchSpace
+from lightning_nas.spaces.ops import drop_path
 
 SPACE_NAME = "mobilenetv3"
 
@@ -102,12 +103,16 @@ CIFAR_STAGES: tuple[StageSpec, ...] = (
 )
 
 
+#: Activations by name: ReLU, ReLU6 (MobileNetV2, ProxylessNAS), hard-swish (MobileNetV3),
+#: swish / SiLU (EfficientNet), and the gates of squeeze-excite (sigmoid, hard-sigmoid).
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish, "swish": nn.SiLU,
+               "sigmoid": nn.Sigmoid, "hsigmoid": nn.Hardsigmoid}
+
+
 def _act(name: str) -> nn.Module:
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    if name == "hswish":
-        return nn.Hardswish(inplace=True)
-    raise ValueError(f"unknown activation {name!r}; use 'relu' or 'hswish'")
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; use one of {sorted(ACTIVATIONS)}")
+    return nn.Sigmoid() if name == "sigmoid" else ACTIVATIONS[name](inplace=True)
 
 
 class ConvBNAct(nn.Sequential):
@@ -126,18 +131,24 @@ class ConvBNAct(nn.Sequential):
 
 
 class SqueezeExcite(nn.Module):
-    """Channel gating: x * hsigmoid(W2 relu(W1 avgpool(x))); (B, C, H, W) kept.
+    """Channel gating: x * gate(W2 act(W1 avgpool(x))); (B, C, H, W) kept.
 
-    Bottleneck ``make_divisible(C // reduction, 8)``; 1x1 convs with bias (MobileNetV3 5.3).
+    By default MobileNetV3's (Sec. 5.3): bottleneck ``make_divisible(C // reduction, 8)``,
+    ReLU, hard-sigmoid; 1x1 convs with bias. ``mid``, ``act`` and ``gate`` give the other
+    published variants, e.g. EfficientNet's ``mid = int(block input channels * 0.25)``, swish,
+    sigmoid (Tan & Le 2019, Sec. 4).
     """
 
-    def __init__(self, channels: int, reduction: int = 4):
+    def __init__(self, channels: int, reduction: int = 4, *, mid: int | None = None,
+                 act: str = "relu", gate: str = "hsigmoid"):
         super().__init__()
-        mid = make_divisible(channels // reduction, 8)
+        mid = make_divisible(channels // reduction, 8) if mid is None else int(mid)
+        if mid < 1:
+            raise ValueError(f"squeeze-excite bottleneck must have >= 1 channel, got {mid}")
         self.reduce = nn.Conv2d(channels, mid, 1, bias=True)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = _act(act)  # named for the default (ReLU); checkpoints hold no weights here
         self.expand = nn.Conv2d(mid, channels, 1, bias=True)
-        self.gate = nn.Hardsigmoid(inplace=True)
+        self.gate = _act(gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean((2, 3), keepdim=True)  # (B, C, 1, 1)
@@ -148,19 +159,24 @@ class MBConv(nn.Module):
     """Inverted residual block: (B, c_in, H, W) -> (B, c_out, H/stride, W/stride).
 
     ``expand`` is absent when ``expand_ratio == 1``; the shortcut is the identity when
-    ``stride == 1 and c_in == c_out``, else there is none.
+    ``stride == 1 and c_in == c_out``, else there is none. ``se_options`` are passed to
+    :class:`SqueezeExcite` (other published variants; default MobileNetV3's).
+    ``drop_connect`` drops the residual branch of whole samples while training (EfficientNet's
+    stochastic depth; only on blocks with a shortcut).
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, expand_ratio: float,
-                 se: bool, act: str):
+                 se: bool, act: str, *, se_options: dict[str, Any] | None = None,
+                 drop_connect: float = 0.0):
         super().__init__()
         mid = make_divisible(round(c_in * expand_ratio), 8) if expand_ratio != 1 else c_in
         self.kernel, self.stride, self.expand_ratio = kernel, stride, expand_ratio
         self.expand = ConvBNAct(c_in, mid, 1, act=act) if expand_ratio != 1 else None
         self.depthwise = ConvBNAct(mid, mid, kernel, stride, groups=mid, act=act)
-        self.se = SqueezeExcite(mid) if se else None
+        self.se = SqueezeExcite(mid, **(se_options or {})) if se else None
         self.project = ConvBNAct(mid, c_out, 1, act=None)
         self.residual = stride == 1 and c_in == c_out
+        self.drop_connect = float(drop_connect)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x if self.expand is None else self.expand(x)
@@ -168,7 +184,11 @@ class MBConv(nn.Module):
         if self.se is not None:
             y = self.se(y)
         y = self.project(y)
-        return x + y if self.residual else y
+        if not self.residual:
+            return y
+        if self.training and self.drop_connect > 0:
+            y = drop_path(y, self.drop_connect)
+        return x + y
 
 
 class MobileNetV3Network(nn.Module):
