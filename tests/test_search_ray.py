@@ -110,3 +110,47 @@ def test_ray_options_are_checked():
         RayExecutor(0)
     with pytest.raises(ValueError, match="num_cpus and num_gpus must be >= 0"):
         RayExecutor(1, num_cpus=-1)
+
+
+class DriverKilled(Exception):
+    pass
+
+
+def test_a_killed_driver_resumes_to_the_uninterrupted_journal(local_ray, tmp_path):
+    """The driver dies after 9 records with 2 Ray trials in flight (they are cancelled);
+    the resumed search re-runs what was in flight and ends with the uninterrupted journal."""
+    from lightning_nas.search import RegularizedEvolution
+
+    space = NB201Space()
+
+    def search(run_dir, on_record=None, resume=False):
+        executor = RayExecutor(2)
+        try:
+            return run_search(space, RegularizedEvolution(space, population_size=5,
+                                                          sample_size=2, seed=1),
+                              ConvCount(), run_dir=run_dir, budget_trials=20,
+                              executor=executor, progress=False, on_record=on_record,
+                              resume=resume, save_every=4, save_seconds=float("inf"))
+        finally:
+            executor.shutdown(cancel_futures=True)
+
+    search(tmp_path / "full")
+
+    def die_after_9(record):
+        if record["trial"] == 8:
+            raise DriverKilled
+
+    with pytest.raises(DriverKilled):
+        search(tmp_path / "cut", on_record=die_after_9)
+    assert len(read_journal(tmp_path / "cut")) == 9
+    search(tmp_path / "cut", resume=True)
+    assert without_timing(read_journal(tmp_path / "cut")) == \
+        without_timing(read_journal(tmp_path / "full"))
+
+
+class ConvCount:
+    primary_metric = "acc"
+
+    def __call__(self, arch):
+        return {"acc": float(sum(op == "nor_conv_3x3" for op in arch.values()))
+                + 0.01 * sum(op == "nor_conv_1x1" for op in arch.values())}
