@@ -19,7 +19,7 @@ def test_quickstart_runs_with_the_ddp_strategy_through_the_cli(tmp_path):
            str(ROOT / "configs/quickstart.yaml"), "--trainer.default_root_dir", str(run),
            "--trainer.logger.init_args.save_dir", str(run), "--trainer.enable_progress_bar",
            "false", "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp",
-           "--trainer.devices", "2", "--trainer.max_epochs", "2",
+           "--trainer.devices", "2", "--trainer.max_epochs", "1",
            "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
            "--model.init_args.channels", "4", "--model.init_args.layers", "3",
            "--model.init_args.warmup_epochs", "0"]
@@ -32,7 +32,7 @@ def test_quickstart_runs_with_the_ddp_strategy_through_the_cli(tmp_path):
         proc.stderr + proc.stdout
     # rank 0 wrote the run folder once; the alphas are the same on both ranks (all-reduced)
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [0, 1]
+    assert [h["epoch"] for h in history] == [0]
     arch = json.loads((run / "arch.json").read_text())
     assert arch["space"] == "darts"
     assert (run / "checkpoints" / "last.ckpt").is_file()
