@@ -497,6 +497,23 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"{type(self).__name__}: {split} labels span "
                              f"[{int(y.min())}, {int(y.max())}], expected [0, {self.num_classes})")
 
+    def training_splits(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Indices of the training images per split, from their labels: the bilevel halves
+        ``weights``/``arch`` (``search``), ``train``/``val`` (``val_fraction``) or ``train``."""
+        n = len(labels)
+        if self.search:
+            if n < 2:
+                raise ValueError(f"search mode needs at least 2 training images, got {n}")
+            return dict(zip(("weights", "arch"), stratified_halves(labels, self.seed)))
+        if self.val_fraction > 0:
+            train_idx, val_idx = stratified_holdout(labels, self.val_fraction, self.seed)
+            if len(val_idx) == 0 or len(train_idx) == 0:
+                raise ValueError(f"val_fraction={self.val_fraction} of {n} training images "
+                                 f"leaves {len(train_idx)} for training and {len(val_idx)} "
+                                 "for validation; both must be >= 1")
+            return {"train": train_idx, "val": val_idx}
+        return {"train": np.arange(n, dtype=np.int64)}
+
     def setup(self, stage: str | None = None) -> None:
         """Load the arrays (once) and compute the splits and normalisation statistics."""
         if self._train_set is not None:
@@ -506,21 +523,7 @@ class ImageDataModule(L.LightningDataModule):
         self._check_arrays("test", x_test, y_test)
         self._train_set = ArrayDataset(x_train, y_train)
         self._test_set = ArrayDataset(x_test, y_test)
-        labels = y_train.numpy()
-        n = len(labels)
-        if self.search:
-            if n < 2:
-                raise ValueError(f"search mode needs at least 2 training images, got {n}")
-            self._splits = dict(zip(("weights", "arch"), stratified_halves(labels, self.seed)))
-        elif self.val_fraction > 0:
-            train_idx, val_idx = stratified_holdout(labels, self.val_fraction, self.seed)
-            if len(val_idx) == 0 or len(train_idx) == 0:
-                raise ValueError(f"val_fraction={self.val_fraction} of {n} training images "
-                                 f"leaves {len(train_idx)} for training and {len(val_idx)} "
-                                 "for validation; both must be >= 1")
-            self._splits = {"train": train_idx, "val": val_idx}
-        else:
-            self._splits = {"train": np.arange(n, dtype=np.int64)}
+        self._splits = self.training_splits(y_train.numpy())
         if self._mean is None or self._std is None:
             stats = _channel_stats(x_train)
             self._mean = self._mean if self._mean is not None else stats[0]

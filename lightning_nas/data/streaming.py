@@ -56,7 +56,6 @@ from lightning_nas.data.base import (
     _check_int,
     collate_batch,
     mix_seed,
-    stratified_halves,
     stratified_holdout,
 )
 from lightning_nas.data.image_folder import _DECODE_ERRORS, IMAGE_EXTENSIONS, UnreadableImageError
@@ -513,21 +512,7 @@ class StreamingImageDataModule(ImageDataModule):
         self._train_root, self._train_index = train_dir, train
         self._train_set = self._dataset(train_dir, train, train=False, salt="eval")
         self._test_set = self._dataset(eval_dir, evaluation, train=False, salt="eval")
-        labels = train.labels.astype(np.int64)
-        n = len(labels)
-        if self.search:
-            if n < 2:
-                raise ValueError(f"search mode needs at least 2 training images, got {n}")
-            self._splits = dict(zip(("weights", "arch"), stratified_halves(labels, self.seed)))
-        elif self.val_fraction > 0:
-            train_idx, val_idx = stratified_holdout(labels, self.val_fraction, self.seed)
-            if len(val_idx) == 0 or len(train_idx) == 0:
-                raise ValueError(f"val_fraction={self.val_fraction} of {n} training images "
-                                 f"leaves {len(train_idx)} for training and {len(val_idx)} "
-                                 "for validation; both must be >= 1")
-            self._splits = {"train": train_idx, "val": val_idx}
-        else:
-            self._splits = {"train": np.arange(n, dtype=np.int64)}
+        self._splits = self.training_splits(train.labels.astype(np.int64))
 
     # -- loaders -------------------------------------------------------------------------------
 
