@@ -49,7 +49,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_nas.data.base import (
     _LOADER_SALT,
-    _STREAM_SALT,
     SPLIT_SALTS,
     EpochSampler,
     ImageDataModule,
@@ -510,6 +509,8 @@ class StreamingImageDataModule(ImageDataModule):
         if len(evaluation) == 0:
             raise ValueError(f"no evaluation images under {eval_dir}")
         self._train_root, self._train_index = train_dir, train
+        # with the evaluation transform: the inherited split_batches (ENAS's reward batches)
+        # decodes the training images in this process without augmentation
         self._train_set = self._dataset(train_dir, train, train=False, salt="eval")
         self._test_set = self._dataset(eval_dir, evaluation, train=False, salt="eval")
         self._splits = self.training_splits(train.labels.astype(np.int64))
@@ -540,29 +541,3 @@ class StreamingImageDataModule(ImageDataModule):
             persistent_workers=self.persistent_workers and workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
         )
-
-    def split_batches(self, split: str, *, epoch: int, rank: int = 0, world_size: int = 1,
-                      batch_size: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-        """As :meth:`ImageDataModule.split_batches`, decoded in this process with the
-        evaluation transform (resize + centre crop, no augmentation)."""
-        self._require_setup()
-        if split not in self._splits:
-            raise ValueError(f"{type(self).__name__} has no split {split!r} in this mode "
-                             f"(splits: {sorted(self._splits)}; search halves need search=True)")
-        indices = torch.as_tensor(np.asarray(self._splits[split]), dtype=torch.long)
-        size = batch_size or self.batch_size
-        if len(indices) < world_size:
-            raise ValueError(f"split {split!r} has {len(indices)} images for {world_size} ranks")
-        p = 0
-        while True:
-            g = torch.Generator().manual_seed(
-                mix_seed(self.seed, _STREAM_SALT, SPLIT_SALTS.get(split, 0), epoch, p))
-            order = indices[torch.randperm(len(indices), generator=g)]
-            usable = len(order) - len(order) % world_size
-            shard = order[:usable][rank::world_size]
-            if len(shard) < size:
-                raise ValueError(f"split {split!r} holds {len(shard)} images per rank, fewer "
-                                 f"than one batch of {size}")
-            for start in range(0, len(shard) - size + 1, size):
-                yield self._train_set.__getitems__(shard[start:start + size].tolist())
-            p += 1
