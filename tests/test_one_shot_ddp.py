@@ -1,7 +1,9 @@
-"""ENAS, SPOS and DARTS (first and second order) on NAS-Bench-201 under DDP (2 gloo processes, ddp_spawn): every rank
-samples the same path at every step, and each optimiser step's averaged gradient equals the
+"""ENAS, SPOS and DARTS (first and second order) on NAS-Bench-201, and Once-for-All on a tiny
+elastic MobileNetV3 space, under DDP (2 gloo processes, ddp_spawn): every rank samples the
+same path at every step, and each optimiser step's averaged gradient equals the
 single-process step's on the two ranks' batches together (batch-norm statistics over both
-ranks' images: GlobalBatchNorm2d), not merely equal between ranks.
+ranks' images: GlobalBatchNorm2d, elastic width included; OFA's dropout masks by the image's
+place in the global batch: GlobalBatchDropout), not merely equal between ranks.
 
 The data is a fixed tensor set: under DDP rank r takes images r, r+2, ... (a DistributedSampler
 without shuffling, and ``split_batches`` for ENAS's rewards, as the project's data modules
@@ -17,11 +19,13 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from ofa_helpers import tiny_space
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from lightning_nas.spaces.nb201 import NB201Space
 from lightning_nas.strategies.darts import DartsSearch
 from lightning_nas.strategies.enas import ENAS
+from lightning_nas.strategies.ofa import OnceForAll, Phase
 from lightning_nas.strategies.spos import SPOS
 
 B = 8  # images per rank and step; the single process takes 2B
@@ -103,14 +107,23 @@ def make(kind: str, batch: int, sync: bool = True) -> tuple[L.LightningModule, F
         return (ENAS(**common, weight_optimizer=sgd, controller_steps=1, controller_aggregate=2,
                      controller_batch_size=batch, eval_samples=1, final_samples=2,
                      entropy_weight=0.01), FixedData(batch, search=True))
+    if kind == "ofa":  # epoch 0: the full network; epoch 1: every dimension elastic, with
+        # distillation from the full network (teacher in train mode) and sorted channels
+        phases = [Phase("full", 1, 0.05, resolutions=[6, 8]),
+                  Phase("elastic", 1, 0.05, kernels=[3, 5, 7], depths=[1, 2], expands=[3, 4, 6],
+                        resolutions=[6, 8], subnets_per_step=2, sandwich=False)]
+        return (OnceForAll(num_classes=4, in_channels=3, space=tiny_space(), phases=phases,
+                           weight_optimizer=sgd, dropout=0.5, bn_calibration_batches=1,
+                           channels_last=False, sync_batchnorm=sync, seed=3),
+                FixedData(batch, search=False))
     return SPOS(**common, weight_optimizer=sgd, eval_paths=2), FixedData(batch, search=False)
 
 
-def run(kind: str, out, *, devices: int, sync: bool = True) -> list[dict]:
+def run(kind: str, out, *, devices: int, sync: bool = True, epochs: int = 1) -> list[dict]:
     out.mkdir()
     model, data = make(kind, B * (2 // devices), sync)
     trainer = L.Trainer(accelerator="cpu", devices=devices,
-                        strategy="ddp_spawn" if devices > 1 else "auto", max_epochs=1,
+                        strategy="ddp_spawn" if devices > 1 else "auto", max_epochs=epochs,
                         limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[RecordSteps(out)],
@@ -119,13 +132,15 @@ def run(kind: str, out, *, devices: int, sync: bool = True) -> list[dict]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
 
 
-@pytest.mark.parametrize("kind", ["spos", "enas", "darts", "darts2"])
+@pytest.mark.parametrize("kind", ["spos", "enas", "darts", "darts2", "ofa"])
 def test_two_rank_step_equals_the_single_process_step_on_both_batches(tmp_path, kind):
-    ranks = run(kind, tmp_path / "ddp", devices=2)
-    (single,) = run(kind, tmp_path / "one", devices=1)
+    epochs = 2 if kind == "ofa" else 1
+    ranks = run(kind, tmp_path / "ddp", devices=2, epochs=epochs)
+    (single,) = run(kind, tmp_path / "one", devices=1, epochs=epochs)
     assert ranks[0]["sampled"] == ranks[1]["sampled"] == single["sampled"]  # same paths
-    # SPOS/ENAS: 2 weight steps (+ ENAS 1 controller step); DARTS: 2 x (alphas + weights)
-    expected = {"spos": 2, "enas": 3, "darts": 4, "darts2": 4}[kind]
+    # SPOS/ENAS: 2 weight steps (+ ENAS 1 controller step); DARTS: 2 x (alphas + weights);
+    # OFA: 2 epochs x 2 steps
+    expected = {"spos": 2, "enas": 3, "darts": 4, "darts2": 4, "ofa": 4}[kind]
     assert len(ranks[0]["grads"]) == len(single["grads"]) == expected
     for g0, g1, g in zip(ranks[0]["grads"], ranks[1]["grads"], single["grads"]):
         assert g0 == g1  # bit-identical on the ranks (one all-reduce)
@@ -137,5 +152,14 @@ def test_per_rank_batchnorm_would_not_be_the_single_process_step(tmp_path):
     single-process ones by far more than the tolerance above (the test above can fail)."""
     ranks = run("spos", tmp_path / "ddp", devices=2, sync=False)
     (single,) = run("spos", tmp_path / "one", devices=1)
+    first = torch.tensor(ranks[0]["grads"][0]), torch.tensor(single["grads"][0])
+    assert not torch.allclose(*first, rtol=1e-2, atol=1e-4)
+
+
+def test_ofa_with_per_rank_batchnorm_is_not_the_single_process_step(tmp_path):
+    """OFA's control: sync_batchnorm=False (per-rank statistics, OFA's Horovod training)."""
+    ranks = run("ofa", tmp_path / "ddp", devices=2, sync=False)
+    (single,) = run("ofa", tmp_path / "one", devices=1, sync=False)
+    assert ranks[0]["grads"][0] == ranks[1]["grads"][0]  # the ranks still agree
     first = torch.tensor(ranks[0]["grads"][0]), torch.tensor(single["grads"][0])
     assert not torch.allclose(*first, rtol=1e-2, atol=1e-4)

@@ -53,8 +53,8 @@ def expanded_width(c_in: int, expand: float) -> int:
 def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """``bn`` applied to the first ``x.shape[1]`` channels (statistics updated in place)."""
     c = x.shape[1]
-    if c == bn.num_features:
-        return bn(x)
+    if c == bn.num_features or getattr(bn, "accepts_fewer_channels", False):
+        return bn(x)  # e.g. GlobalBatchNorm2d (statistics over all DDP ranks) slices itself
     if bn.training and bn.track_running_stats:
         bn.num_batches_tracked.add_(1)
         momentum = (1.0 / float(bn.num_batches_tracked) if bn.momentum is None

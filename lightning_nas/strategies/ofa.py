@@ -58,6 +58,8 @@ from lightning_nas.strategies.common import (
     rng_state,
     set_rng_state,
 )
+from lightning_nas.strategies.global_dropout import global_batch_masks, globalise_dropout
+from lightning_nas.strategies.sync_bn import globalise_batchnorm
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 DIMENSIONS = ("kernels", "depths", "expands", "resolutions")
@@ -162,7 +164,11 @@ class OnceForAll(L.LightningModule):
         bn_calibration_batches: training batches (the first of each epoch) used to
             recalibrate batch-norm statistics of evaluated subnets.
         channels_last: NHWC activations (faster depthwise convolutions on CPU).
-        seed: seeds the initialisation and the subnet draws.
+        sync_batchnorm: under DDP, normalise with the statistics of all ranks' batches
+            (:class:`~lightning_nas.strategies.sync_bn.GlobalBatchNorm2d`, elastic width
+            included), so a 2-rank step equals the single-process step on both batches;
+            False keeps per-rank statistics, as OFA's Horovod training does.
+        seed: seeds the initialisation, the subnet draws and the dropout masks.
     """
 
     def __init__(
@@ -181,6 +187,7 @@ class OnceForAll(L.LightningModule):
         eval_subnets: Mapping[str, str] | None = None,
         bn_calibration_batches: int = 4,
         channels_last: bool = True,
+        sync_batchnorm: bool = True,
         seed: int = 0,
     ):
         super().__init__()
@@ -212,6 +219,9 @@ class OnceForAll(L.LightningModule):
             self.teacher = self.space.build(self.space.largest(), num_classes=num_classes,
                                             in_channels=in_channels, dropout=dropout)
         self.teacher.requires_grad_(False)
+        # dropout masks by the image's place in the global batch (same on 1 or N ranks)
+        globalise_dropout(self.supernet)
+        globalise_dropout(self.teacher)
         self.register_buffer("teacher_ready", torch.zeros((), dtype=torch.bool))
         if channels_last:
             self.supernet.to(memory_format=torch.channels_last)
@@ -355,6 +365,11 @@ class OnceForAll(L.LightningModule):
         x = resize_to(x, resolution)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def setup(self, stage: str) -> None:
+        if self.hparams.sync_batchnorm and self.trainer.world_size > 1:
+            globalise_batchnorm(self.supernet)  # the teacher runs in train mode too
+            globalise_batchnorm(self.teacher)
+
     def on_fit_start(self) -> None:
         trainer = self.trainer
         size = getattr(getattr(trainer, "datamodule", None), "image_size", None)
@@ -439,11 +454,16 @@ class OnceForAll(L.LightningModule):
         self.sampled.append([self.space.to_string(a) for a in subnets])
 
         params = self.trainable()
-        # dropout draws from a generator seeded by (seed, step, rank): resumable anywhere
+        # dropout masks come from a generator seeded by (seed, step) on every rank, each rank
+        # keeping its images' rows of the global batch's mask (global_dropout.py); any other
+        # random draw from one seeded by (seed, step, rank): resumable anywhere
         devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        masks_seed = random.Random(f"{self.hparams.seed}|{self.global_step}|dropout")
+        with torch.random.fork_rng(devices=devices), global_batch_masks(
+                [self.supernet, self.teacher], masks_seed.getrandbits(63),
+                rank=self.global_rank, world_size=self.trainer.world_size, device=x.device):
             torch.manual_seed(random.Random(f"{self.hparams.seed}|{self.global_step}|"
-                                            f"{self.global_rank}|dropout").getrandbits(63))
+                                            f"{self.global_rank}|rng").getrandbits(63))
             grads, total = self._subnet_gradients(subnets, phase, x, y, params)
         used = [i for i, g in enumerate(grads) if g is not None]  # same on all ranks
         # one all-reduce for the gradients and the loss; checked after it, so every rank
