@@ -163,3 +163,29 @@ def test_ofa_with_per_rank_batchnorm_is_not_the_single_process_step(tmp_path):
     assert ranks[0]["grads"][0] == ranks[1]["grads"][0]  # the ranks still agree
     first = torch.tensor(ranks[0]["grads"][0]), torch.tensor(single["grads"][0])
     assert not torch.allclose(*first, rtol=1e-2, atol=1e-4)
+
+
+def test_global_batch_dropout_gives_each_image_its_row_of_the_single_process_mask():
+    """Rank r of W keeps rows r, r + W, ... of the global mask (DistributedSampler's layout),
+    so two ranks' outputs interleaved are the single process's output on the 2B images."""
+    from torch import nn
+
+    from lightning_nas.strategies.global_dropout import global_batch_masks, globalise_dropout
+
+    layer = nn.Dropout(0.5)
+    assert globalise_dropout(layer) == 1
+    x = torch.randn(6, 5) + 3.0  # the single process's batch; rank r holds x[r::2]
+    with global_batch_masks([layer], 7, rank=0, world_size=1, device=x.device):
+        single = layer(x)
+    outputs = []
+    for rank in (0, 1):
+        with global_batch_masks([layer], 7, rank=rank, world_size=2, device=x.device):
+            outputs.append(layer(x[rank::2]))
+    assert torch.equal(torch.stack(outputs, 1).reshape(6, 5), single)
+    assert 0 < int((single == 0).sum()) < 30  # some units dropped, not all
+    torch.manual_seed(0)
+    plain = layer(x)  # outside the context: nn.Dropout's own random stream
+    assert not torch.equal(plain, single)
+    layer.eval()
+    with global_batch_masks([layer], 7, rank=0, world_size=1, device=x.device):
+        assert torch.equal(layer(x), x)
