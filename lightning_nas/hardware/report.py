@@ -212,7 +212,9 @@ def pareto_figure(candidates: Sequence[Mapping[str, Any]], summary: Mapping[str,
     lines, each with the best candidate (first objective) that meets it ringed.
     ``references`` (records with ``"name"`` and the two plotted metrics, e.g. published
     networks from :func:`~lightning_nas.hardware.reference.preset_reference_points`) are black
-    diamonds labelled with their names; records without both metrics are left out.
+    diamonds labelled with their names; a reference with only the x metric (a preset's
+    latency or size on this run, without an accuracy on its data) is a dotted vertical line
+    named at the top; one without the x metric is left out.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -272,8 +274,10 @@ def pareto_figure(candidates: Sequence[Mapping[str, Any]], summary: Mapping[str,
                                                        else -ys[meets])]
                 ax.scatter([xs[pick]], [ys[pick]], s=150, facecolors="none",
                            edgecolors=colour, linewidths=1.5, zorder=4)
-    refs = [r for r in references or () if x_name in r and y_name in r
-            and r[x_name] is not None and r[y_name] is not None]
+    def has(r: Mapping[str, Any], name: str) -> bool:
+        return name != "index" and r.get(name) is not None
+
+    refs = [r for r in references or () if has(r, x_name) and has(r, y_name)]
     if refs:
         rx, ry = values(x_name, x_scale, refs), values(y_name, y_scale, refs)
         ax.scatter(rx, ry, marker="D", s=30, c="black", label=f"reference ({len(refs)})",
@@ -281,6 +285,17 @@ def pareto_figure(candidates: Sequence[Mapping[str, Any]], summary: Mapping[str,
         for ref, px, py in zip(refs, rx, ry):
             ax.annotate(str(ref.get("name", "")), (px, py), xytext=(4, 3),
                         textcoords="offset points", fontsize=6, zorder=5)
+    # references with only the x metric (a preset's latency on this device, but no accuracy
+    # on this run's data): a dotted vertical line at its x, named at the top
+    x_only = [r for r in references or () if has(r, x_name) and not has(r, y_name)]
+    if x_only:
+        for n, (ref, px) in enumerate(zip(x_only, values(x_name, x_scale, x_only))):
+            ax.axvline(px, color="black", ls=":", lw=0.8, zorder=0,
+                       label=f"reference ({len(x_only)}), no {y_label} here" if n == 0
+                       else None)
+            ax.annotate(str(ref.get("name", "")), (px, 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(-2, -4), textcoords="offset points", rotation=90, ha="right",
+                        va="top", fontsize=6, zorder=5)
     ax.set_xlabel(x_label + (" (lower is better)" if x_dir == "min" and x_name != "index"
                              else " (higher is better)" if x_name != "index" else ""))
     ax.set_ylabel(y_label + (" (higher is better)" if y_dir == "max" else " (lower is better)"))
@@ -288,7 +303,7 @@ def pareto_figure(candidates: Sequence[Mapping[str, Any]], summary: Mapping[str,
     extra = f", {len(objs) - 2} more objective(s) not drawn" if len(objs) > 2 else ""
     ax.set_title(title or f"Pareto front, hypervolume {hv:.4g}{extra}", fontsize=10)
     ax.grid(True, alpha=0.3)
-    if all_records or refs:
+    if all_records or refs or x_only:
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig

@@ -21,7 +21,9 @@ Hardware-aware searches (see ``configs/search/digits_*.yaml``) add:
   MnasNet reward, Tan et al. 2019, Eq. 2, with ``mnasnet.target_ms`` and, for ``mnasnet``,
   ``mnasnet.alpha`` / ``mnasnet.beta``). Every ok record holds its value (``objective``).
 * ``pareto``: ``pareto.json`` / ``pareto.png`` of the ok records every ``every_n_trials``
-  and at the end (default objectives: accuracy max vs latency_ms min).
+  and at the end (default objectives: accuracy max vs latency_ms min); with
+  ``reference_presets: [EfficientNet-B0, ...]`` published networks measured like the
+  candidates (the run's input size, classes and metric hooks) are drawn as reference points.
 * ``wandb``: ``--wandb true`` or a section (project, name, dir, mode): one W&B run for the
   search (offline unless ``WANDB_MODE``/``mode`` says otherwise), resumed with the search.
 
@@ -199,7 +201,8 @@ def _save_config(parser: ArgumentParser, cfg: Any, run_dir: Path) -> dict[str, A
 
 def _add_run_facts(summary: dict[str, Any], *, constraints: Mapping[str, Any] | None,
                    hardware: Mapping[str, Any], reported: Mapping[str, Any],
-                   evaluator: Evaluator) -> None:
+                   evaluator: Evaluator, references: Sequence[Mapping[str, Any]] = ()
+                   ) -> None:
     """The summary.json entries every search writes: its constraints, where latency was
     measured, the Pareto report, the W&B run and an accuracy predictor's hold-out quality."""
     if constraints:
@@ -212,6 +215,43 @@ def _add_run_facts(summary: dict[str, Any], *, constraints: Mapping[str, Any] | 
         summary["wandb"] = reported["wandb"]
     if evaluator.fit_report is not None:
         summary["predictor"] = evaluator.fit_report
+    if references:
+        from lightning_nas.hardware.report import jsonable
+
+        summary["reference_presets"] = jsonable([dict(r) for r in references])
+
+
+def _reference_points(parser: ArgumentParser, names: Sequence[str] | None, *,
+                      space: SearchSpace, evaluator: Evaluator, hooks: Sequence[Any],
+                      pareto_enabled: bool) -> list[dict[str, Any]]:
+    """``pareto.reference_presets`` measured like the candidates (before any trial: a wrong
+    name fails at once)."""
+    if not names:
+        return []
+    from lightning_nas.hardware.reference import (
+        check_preset_names,
+        reference_space_for,
+        run_reference_points,
+    )
+
+    names = check_preset_names(names, what="pareto.reference_presets")  # checked at parse
+    if not pareto_enabled:
+        parser.error("pareto.reference_presets are drawn in the Pareto report, which is off; "
+                     "set pareto.enabled true (and pareto.objectives) or drop them")
+    shape = next((tuple(h.input_shape) for h in hooks
+                  if getattr(h, "input_shape", None) is not None), None) or evaluator.input_shape
+    if shape is None:
+        parser.error(f"pareto.reference_presets need the run's input shape, which neither a "
+                     f"metric hook nor the evaluator {type(evaluator).__name__} tells; add "
+                     "lightning_nas.hardware.CostHook with init_args.input_shape, e.g. "
+                     "[3, 32, 32]")
+    data = getattr(evaluator, "data", None)
+    num_classes = int(getattr(data, "num_classes", None)
+                      or getattr(space, "build_defaults", {}).get("num_classes") or 1000)
+    ref_space = reference_space_for(space, input_size=int(shape[-1]), num_classes=num_classes,
+                                    in_channels=int(shape[0]))
+    return run_reference_points(names, space=ref_space, input_shape=shape, hooks=hooks,
+                                num_classes=num_classes)
 
 
 def _latency_limits(objectives: Mapping[str, str] | None,
@@ -451,6 +491,13 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = parser.parse_args(argv)
     if cfg.budget_trials is None and cfg.budget_seconds is None:
         parser.error("give a budget: --budget_trials and/or --budget_seconds")
+    if cfg.pareto.reference_presets:  # before anything is built
+        from lightning_nas.hardware.reference import check_preset_names
+
+        try:
+            check_preset_names(cfg.pareto.reference_presets, what="pareto.reference_presets")
+        except ValueError as err:
+            parser.error(str(err))
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
     init = instantiate(cfg)
     space, sampler, evaluator = init.space, init.sampler, init.evaluator
@@ -478,6 +525,11 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
     elif wandb_opts is False:
         wandb_opts = None
 
+    references = _reference_points(
+        parser, pareto_opts.reference_presets, space=space, evaluator=evaluator, hooks=hooks,
+        pareto_enabled=bool(pareto_opts.enabled) or (budgets is not None
+                                                    and pareto_opts.enabled is not False))
+
     seed = cfg.seed if cfg.seed is not None else sampler.seed
     run_dir = Path(cfg.run_dir or f"runs/search/{space.name}_{type(sampler).__name__}_seed{seed}")
     identity = search_identity(yaml.safe_load(parser.dump(cfg, skip_none=False)))
@@ -488,12 +540,12 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
                 constraints=constraints, objective=objective, objective_name=objective_name,
                 primary=primary, pareto_opts=pareto_opts, pareto_objectives=pareto_objectives,
                 wandb_opts=wandb_opts, run_dir=run_dir, budgets=budgets, seed=seed,
-                identity=identity)
+                identity=identity, references=references)
         return _run_single(
             parser, cfg, space=space, sampler=sampler, evaluator=evaluator, hooks=hooks,
             constraints=constraints, objective=objective, objective_name=objective_name,
             pareto_opts=pareto_opts, pareto_objectives=pareto_objectives,
-            wandb_opts=wandb_opts, run_dir=run_dir, identity=identity)
+            wandb_opts=wandb_opts, run_dir=run_dir, identity=identity, references=references)
     except KeyboardInterrupt:
         print(_interrupted_message(argv, run_dir, cfg), file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
@@ -504,7 +556,8 @@ def _run_single(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sampler
                 objective: Callable[[Mapping[str, Any]], float] | None, objective_name: str,
                 pareto_opts: ParetoOptions, pareto_objectives: dict[str, str] | None,
                 wandb_opts: WandbOptions | None, run_dir: Path,
-                identity: dict[str, Any]) -> dict[str, Any]:
+                identity: dict[str, Any], references: Sequence[Mapping[str, Any]] = ()
+                ) -> dict[str, Any]:
     """One search in ``run_dir`` (no latency budgets), then its summary and report."""
     if Journal(run_dir).exists() and not cfg.resume:
         raise FileExistsError(f"{run_dir} already holds a search journal; pass --resume true to "
@@ -521,7 +574,7 @@ def _run_single(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sampler
         extra_summary={f"latency_measurement/{k}": v for k, v in hardware.items()
                        if isinstance(v, (int, float, str))},
         x_limits=_latency_limits(pareto_objectives, [constraints.max_latency_ms]
-                                 if constraints is not None else []))
+                                 if constraints is not None else []), references=references)
 
     executor = _make_executor(cfg)
     failed = True
@@ -544,7 +597,8 @@ def _run_single(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sampler
     summary = json.loads((run_dir / "summary.json").read_text())
     summary.update(run_dir=str(run_dir), git_commit=_git_commit(), objective_name=objective_name)
     _add_run_facts(summary, constraints=constraints.active if constraints is not None else None,
-                   hardware=hardware, reported=reported, evaluator=evaluator)
+                   hardware=hardware, reported=reported, evaluator=evaluator,
+                   references=references)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     best = result.best
     counts = result.counts()
@@ -575,7 +629,8 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
                  primary: str, pareto_opts: ParetoOptions,
                  pareto_objectives: dict[str, str] | None, wandb_opts: WandbOptions | None,
                  run_dir: Path, budgets: list[float], seed: int,
-                 identity: dict[str, Any]) -> dict[str, Any]:
+                 identity: dict[str, Any], references: Sequence[Mapping[str, Any]] = ()
+                 ) -> dict[str, Any]:
     """One search per latency budget, then the joint report (module docstring)."""
     build_network = evaluator.network
     # before any folder, journal or evaluation: every budget must be reachable
@@ -613,7 +668,8 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
             reporter = SearchReporter(bdir, objective_name=objective_name,
                                       pareto=per_budget_pareto if pareto_opts.enabled is not False
                                       else None, objectives=objectives, resume=cfg.resume,
-                                      x_limits=_latency_limits(objectives, [budget]))
+                                      x_limits=_latency_limits(objectives, [budget]),
+                                      references=references)
             failed = True
             try:
                 try:
@@ -690,7 +746,7 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
         config=dumped, resume=cfg.resume,
         extra_summary={f"latency_measurement/{k}": v for k, v in hardware.items()
                        if isinstance(v, (int, float, str))},
-        x_limits=_latency_limits(objectives, budgets))
+        x_limits=_latency_limits(objectives, budgets), references=references)
     reporter.records = records
     failed = True
     try:
@@ -724,7 +780,7 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
         "budgets": best_per_budget, "searches": searches, "fastest_subnet": fastest,
         "candidates": len(records), "budgets_json": str(run_dir / "budgets.json")}
     _add_run_facts(summary, constraints=base.active or None, hardware=hardware,
-                   reported=reported, evaluator=evaluator)
+                   reported=reported, evaluator=evaluator, references=references)
     if reported["pareto"] is not None:
         p = reported["pareto"]
         print(f"Pareto front: {len(p['front'])} of {p['n_candidates']} candidates -> "

@@ -51,6 +51,14 @@ class ParetoOptions:
         reference: fixed hypervolume reference point (one value per objective); derived
             from the data when None.
         plot: write ``pareto.png``.
+        reference_presets: published networks to show as reference points (e.g.
+            ``[EfficientNet-B0, MobileNetV3-Small]``, names of
+            :data:`~lightning_nas.spaces.mobile_blocks.PRESETS`): measured once before the
+            search like a candidate (built for the run's input size and classes, through the
+            run's metric hooks; :func:`~lightning_nas.hardware.reference.run_reference_points`),
+            stored in ``pareto.json`` under ``references`` and drawn in ``pareto.png``
+            (without an accuracy on the run's data, as a vertical line at their latency or
+            size). They never join the front.
     """
 
     enabled: bool | None = None
@@ -59,6 +67,7 @@ class ParetoOptions:
     every_seconds: float = 5.0
     reference: list[float] | None = None
     plot: bool = True
+    reference_presets: list[str] | None = None
 
 
 @dataclass
@@ -116,6 +125,9 @@ class SearchReporter:
         extra_summary: values put in the W&B run summary at the start (e.g. hardware).
         x_limits: limits on the Pareto plot's x objective, drawn as lines (e.g. the latency
             budgets, ``{"4 ms": 4.0}``).
+        references: reference points (e.g. presets measured by
+            :func:`~lightning_nas.hardware.reference.run_reference_points`), written to
+            ``pareto.json`` and drawn, never in the front.
     """
 
     def __init__(self, run_dir: str | Path, *, objective_name: str,
@@ -123,9 +135,11 @@ class SearchReporter:
                  objectives: Mapping[str, str] | None = None,
                  wandb: WandbOptions | None = None, config: Mapping[str, Any] | None = None,
                  resume: bool = False, extra_summary: Mapping[str, Any] | None = None,
-                 x_limits: Mapping[str, float] | None = None):
+                 x_limits: Mapping[str, float] | None = None,
+                 references: Sequence[Mapping[str, Any]] | None = None):
         self.run_dir = Path(run_dir)
         self.x_limits = dict(x_limits or {})
+        self.references = [dict(r) for r in references or ()]
         self.objective_name = objective_name
         self.pareto = pareto if pareto is not None and pareto.enabled is not False else None
         if self.pareto is not None and (self.pareto.every_n_trials < 0
@@ -289,7 +303,8 @@ class SearchReporter:
 
         summary = write_pareto(self.run_dir, cands, self.objectives,
                                reference=self.pareto.reference, score_key="objective",
-                               plot=self.pareto.plot, x_limits=self.x_limits)
+                               plot=self.pareto.plot, x_limits=self.x_limits,
+                               references=self.references or None)
         self.last_pareto = summary
         run = self.wandb_run()
         if run is not None:
