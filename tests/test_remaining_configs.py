@@ -132,7 +132,8 @@ def test_every_config_and_callback_fragment_is_named_by_a_test():
 
 
 def test_ofa_specialisation_configs_run_on_a_one_epoch_supernet(tmp_path):
-    """Both specialisation configs (inherited accuracy; OFA's accuracy predictor over it) on a
+    """The specialisation configs (inherited accuracy, seeded with projected presets or not;
+    OFA's accuracy predictor over it) on a
     supernet trained one epoch by configs/ofa/cifar10_subset.yaml, on synthetic 32x32 images,
     with a measured CPU latency hook in place of the table (building the full table takes
     minutes) and one loose budget."""
@@ -148,6 +149,7 @@ def test_ofa_specialisation_configs_run_on_a_one_epoch_supernet(tmp_path):
                                      "batch_size": 16, "val_fraction": 0.25}})
     for name, prefix, extra in (
             ("ofa_cifar10_specialise.yaml", "--evaluator.init_args.", []),
+            ("ofa_cifar10_specialise_seeded.yaml", "--evaluator.init_args.", []),
             ("ofa_cifar10_specialise_predictor.yaml", "--evaluator.init_args.evaluator.init_args.",
              ["--evaluator.init_args.train_archs", "6", "--evaluator.init_args.data_file",
               str(tmp_path / "predictor.jsonl"), "--evaluator.init_args.predictor.init_args.epochs",
@@ -161,3 +163,9 @@ def test_ofa_specialisation_configs_run_on_a_one_epoch_supernet(tmp_path):
             f"{prefix}calibration_images", "16", f"{prefix}batch_size", "16", *extra])
         assert (run_dir / "budgets.json").is_file(), name
         assert summary, name
+        if "seeded" in name:  # presets projected to subnets seed the search, and are drawn
+            assert set(summary["seed_projections"]["seeds"]) == {
+                "MobileNetV3-Large", "MnasNet-A1", "EfficientNet-B0", "ProxylessNAS-Mobile"}
+            assert (run_dir / "seed_projections.json").is_file()
+            refs = json.loads((run_dir / "pareto.json").read_text())["references"]
+            assert [r["name"] for r in refs] == ["MobileNetV3-Small", "EfficientNet-B0"]

@@ -201,8 +201,8 @@ def _save_config(parser: ArgumentParser, cfg: Any, run_dir: Path) -> dict[str, A
 
 def _add_run_facts(summary: dict[str, Any], *, constraints: Mapping[str, Any] | None,
                    hardware: Mapping[str, Any], reported: Mapping[str, Any],
-                   evaluator: Evaluator, references: Sequence[Mapping[str, Any]] = ()
-                   ) -> None:
+                   evaluator: Evaluator, references: Sequence[Mapping[str, Any]] = (),
+                   sampler: Sampler | None = None, run_dir: Path | None = None) -> None:
     """The summary.json entries every search writes: its constraints, where latency was
     measured, the Pareto report, the W&B run and an accuracy predictor's hold-out quality."""
     if constraints:
@@ -219,6 +219,12 @@ def _add_run_facts(summary: dict[str, Any], *, constraints: Mapping[str, Any] | 
         from lightning_nas.hardware.report import jsonable
 
         summary["reference_presets"] = jsonable([dict(r) for r in references])
+    projections = getattr(sampler, "projections", None)  # SeededEvolution's projected seeds
+    if projections and run_dir is not None:
+        path = run_dir / "seed_projections.json"
+        path.write_text(json.dumps(projections, indent=2) + "\n")
+        summary["seed_projections"] = {"json": str(path),
+                                       "seeds": {p["seed"]: p["subnet"] for p in projections}}
 
 
 def _reference_points(parser: ArgumentParser, names: Sequence[str] | None, *,
@@ -598,7 +604,7 @@ def _run_single(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sampler
     summary.update(run_dir=str(run_dir), git_commit=_git_commit(), objective_name=objective_name)
     _add_run_facts(summary, constraints=constraints.active if constraints is not None else None,
                    hardware=hardware, reported=reported, evaluator=evaluator,
-                   references=references)
+                   references=references, sampler=sampler, run_dir=run_dir)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     best = result.best
     counts = result.counts()
@@ -780,7 +786,8 @@ def _run_budgets(parser: ArgumentParser, cfg: Any, *, space: SearchSpace, sample
         "budgets": best_per_budget, "searches": searches, "fastest_subnet": fastest,
         "candidates": len(records), "budgets_json": str(run_dir / "budgets.json")}
     _add_run_facts(summary, constraints=base.active or None, hardware=hardware,
-                   reported=reported, evaluator=evaluator, references=references)
+                   reported=reported, evaluator=evaluator, references=references,
+                   sampler=sampler, run_dir=run_dir)
     if reported["pareto"] is not None:
         p = reported["pareto"]
         print(f"Pareto front: {len(p['front'])} of {p['n_candidates']} candidates -> "

@@ -592,6 +592,169 @@ def from_ofa_arch(space: Any, arch: Arch) -> Arch:
 
 
 # ---------------------------------------------------------------------------------------------
+def _nearest(value: float, choices: Sequence[int]) -> int:
+    """The choice nearest to ``value``; a tie goes to the smaller choice (the cheaper one)."""
+    return min(choices, key=lambda c: (abs(c - value), c))
+
+
+def _fmt_list(values: Sequence[Any]) -> str:
+    return ",".join(_fmt(v) for v in values)
+
+
+def _change(before: Any, after: Any) -> str:
+    return f"{before}" if before == after else f"{before} -> {after}"
+
+
+class Projection(dict):
+    """The result of :func:`project_to_ofa`: ``arch`` (the Once-for-All subnet), ``source``
+    (what was projected), ``stages`` (per OFA stage: which stages of the source it took and
+    its depth / kernels / expands / width / SE / activation before and after) and ``fixed``
+    (what the OFA space fixes: stem, first block, head). A dict, so it is JSON-ready;
+    :meth:`diff` is the small text diff."""
+
+    @property
+    def arch(self) -> Arch:
+        return self["arch"]
+
+    def diff(self) -> str:
+        """One line per OFA stage and per fixed part: ``before -> after`` where it changed."""
+        lines = [f"{self['source']} -> {self['space']} subnet {self['string']}",
+                 f"  resolution {_change(*self['resolution'])}"]
+        for st in self["stages"]:
+            lines.append(
+                f"  stage {st['stage']} <- {st['from']}: depth {_change(*st['depth'])}; "
+                f"k {_change(*map(_fmt_list, st['kernels']))}; "
+                f"e {_change(*map(_fmt_list, st['expands']))}; "
+                f"width {_change(*st['width'])}; stride {_change(*st['stride'])}; "
+                f"SE {_change(*st['se'])}; act {_change(*st['act'])}")
+        lines += [f"  {part} {_change(*values)}" for part, values in self["fixed"].items()
+                  if values[0] != values[1]]
+        return "\n".join(lines)
+
+
+def project_to_ofa(arch: Arch | str, space: Any, *, resolution: int | None = None,
+                   name: str | None = None) -> Projection:
+    """The nearest subnet of a Once-for-All space to a ``mobile`` architecture (a preset or
+    any network of this space): a published network as a seed of OFA specialisation.
+
+    A published network is not inside OFA's elastic MobileNetV3 (fixed widths, strides, SE
+    placement and activations per stage; kernels {3, 5, 7}, expands {3, 4, 6}, 2-4 blocks).
+    The projection keeps what the elastic space can express and reports the rest:
+
+    * **First block.** A leading stride-1 stage of one expand-1 block (MnasNet's SepConv,
+      EfficientNet's MBConv1, MobileNetV3-Large's first bneck) is OFA's fixed first block;
+      otherwise (MobileNetV3-Small) the fixed block is added.
+    * **Stages matched in order.** The source's remaining stages (:func:`stages_of`: a run of
+      rows with one output width) are matched to the OFA stages in order. When the source has
+      more, its stride-1 stages are merged into the stage before, the last first
+      (EfficientNet's 320-channel stage joins the 192-channel one: the resolution they run at
+      stays the same), then, if still more, the last stages into the one before. When it has
+      fewer, each missing OFA stage repeats the last block taken.
+    * **Blocks.** A stage's depth is the space's depth nearest to its block count (clamped to
+      the depths: OFA keeps the first blocks, so extra blocks are dropped from the end; a
+      short stage repeats its last block); each block's kernel and expand ratio is the
+      nearest choice (ties to the smaller). Inactive blocks get the smallest choices
+      (:meth:`~lightning_nas.spaces.mobilenet.MobileNetV3Space.canonical`).
+    * **Resolution**: the space's resolution nearest to ``resolution`` (default the
+      source's).
+
+    Widths, strides, SE, activations, stem and head are the OFA space's; the diff shows them.
+
+    Args:
+        arch: a ``mobile`` Arch, a preset name or a string of this space.
+        space: a :class:`~lightning_nas.spaces.mobilenet.MobileNetV3Space`.
+        resolution: the resolution to project (default the architecture's).
+        name: what to call the source in the diff (default the preset name or "network").
+
+    Returns:
+        A :class:`Projection`.
+    """
+    if isinstance(arch, str):
+        name = name or (arch if arch in PRESETS else None)
+        arch = preset(arch) if "|" not in arch else MobileBlockSpace().parse(arch)
+    check_arch(arch)
+    if not hasattr(space, "stages") or not hasattr(space, "depths"):
+        raise ArchError(f"project_to_ofa needs a Once-for-All MobileNetV3Space, got "
+                        f"{type(space).__name__}")
+    stages = stages_of(arch["blocks"])
+    fixed: dict[str, list[Any]] = {}
+    stem = arch["stem"]
+    fixed["stem"] = [f"{stem[0]} ch {stem[3]}", f"{space.widths['stem_width']} ch hswish"]
+    first = stages[0]
+    ofa_first = f"k3 {space.widths['stem_width']} ch SE no relu"
+    if all(r[3] == 1 and r[4] == 1 for r in first) and len(stages) > 1:
+        row, repeats = first[0], sum(int(r[1]) for r in first)
+        fixed["first block"] = [f"k{row[2]} {row[5]} ch SE {'yes' if row[6] else 'no'} "
+                                f"{row[7]}" + (f" x{repeats}" if repeats > 1 else ""),
+                                ofa_first]
+        stages = stages[1:]
+    else:
+        fixed["first block"] = ["none", ofa_first]
+    fixed["head"] = [f"{arch['head'][0]} ch" + (f" + feature {arch['feature'][0]}"
+                                                if arch["feature"] else ""),
+                     f"{space.widths['final_width']} ch + feature "
+                     f"{space.widths['feature_width']}"]
+
+    # source stages as (label, blocks) with blocks = [(kernel, expand, stride, width, se, act)]
+    groups = []
+    for n, stage in enumerate(stages, start=2 if "none" not in fixed["first block"][0] else 1):
+        blocks = [(int(r[2]), r[4], int(r[3]) if j == 0 and i == 0 else 1, int(r[5]), r[6], r[7])
+                  for i, r in enumerate(stage) for j in range(int(r[1]))]
+        groups.append(([n], blocks))
+    n_ofa = len(space.stages)
+    while len(groups) > n_ofa:
+        stride1 = [g for g in range(1, len(groups)) if groups[g][1][0][2] == 1]
+        g = stride1[-1] if stride1 else len(groups) - 1
+        (labels, blocks), (prev_labels, prev_blocks) = groups[g], groups[g - 1]
+        groups[g - 1] = (prev_labels + labels, prev_blocks + blocks)
+        del groups[g]
+    if not groups:
+        raise ArchError("the architecture has no stage besides its first block to project")
+
+    values: dict[str, Any] = {}
+    target_res = int(resolution or arch["resolution"])
+    values["resolution"] = _nearest(target_res, space.resolutions)
+    matches = []
+    last_block = groups[-1][1][-1]
+    for i, spec in enumerate(space.stages, start=1):
+        if i <= len(groups):
+            labels, blocks = groups[i - 1]
+            source = ("stage " if len(labels) == 1 else "stages ") + "+".join(map(str, labels))
+        else:
+            labels, blocks = [], [last_block]
+            source = "nothing (repeats the last block)"
+        depth = _nearest(len(blocks), space.depths)
+        taken = [blocks[min(j, len(blocks) - 1)] for j in range(depth)]
+        kernels = [_nearest(b[0], space.kernels) for b in taken]
+        expands = [_nearest(b[1], space.expands) for b in taken]
+        for j in range(1, space.max_depth + 1):
+            values[f"stage{i}.block{j}.kernel"] = kernels[j - 1] if j <= depth else \
+                space.kernels[0]
+            values[f"stage{i}.block{j}.expand"] = expands[j - 1] if j <= depth else \
+                space.expands[0]
+        values[f"stage{i}.depth"] = depth
+        widths = sorted({b[3] for b in blocks})
+        ses = sorted({"yes" if b[4] else "no" for b in blocks}, reverse=True)
+        acts = sorted({b[5] for b in blocks})
+        matches.append({
+            "stage": i, "from": source, "source_stages": labels,
+            "depth": [len(blocks) if labels else 0, depth],
+            "kernels": [[b[0] for b in blocks] if labels else [], kernels],
+            "expands": [[_num(b[1]) for b in blocks] if labels else [], expands],
+            "width": [(widths[0] if len(widths) == 1 else "/".join(map(str, widths)))
+                      if labels else "-", spec.width],
+            "stride": [blocks[0][2] if labels else "-", spec.stride],
+            "se": ["/".join(ses) if labels else "-", "yes" if spec.se else "no"],
+            "act": ["/".join(acts) if labels else "-", spec.act]})
+    ofa_arch = space.validate(Arch(space.name, values))
+    label = name or "network"
+    return Projection(arch=ofa_arch, source=label, space=type(space).__name__,
+                      string=space.to_string(ofa_arch), resolution=[target_res,
+                                                                    values["resolution"]],
+                      stages=matches, fixed=fixed)
+
+
+# ---------------------------------------------------------------------------------------------
 _TOKEN_NUM = r"(\d+(?:\.\d+)?)"
 
 
@@ -861,6 +1024,6 @@ def count_macs(arch: Arch, *, resolution: int | None = None, space: MobileBlockS
 
 
 __all__ = ["EFFICIENTNET_B0", "EFFICIENTNET_COEFFICIENTS", "MobileBlockNetwork",
-           "MobileBlockSpace", "PRESETS", "PUBLISHED", "ScaleError", "check_arch", "count_macs",
-           "from_ofa_arch", "make_arch", "preset", "round_channels", "round_repeats",
+           "MobileBlockSpace", "PRESETS", "PUBLISHED", "Projection", "ScaleError", "check_arch",
+           "count_macs", "from_ofa_arch", "make_arch", "preset", "project_to_ofa", "round_channels", "round_repeats",
            "scale_mobile", "scale_stage_depth", "stages_of"]
