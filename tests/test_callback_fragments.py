@@ -230,8 +230,10 @@ def test_spos_and_ofa_profile_every_scored_architecture(tmp_path):
     ]
     for module, dm, expected in cases:
         profiler = LatencyProfiler(repeats=3, warmup=0, clock=FakeClock([1.0, 2.0, 3.0]))
+        presets = ["MobileNetV3-Small"] if isinstance(module, OnceForAll) else None
         pareto = ParetoCallback(from_strategy=True, dirpath=str(tmp_path / "p"),
-                                objectives={"accuracy": "max", "latency_ms": "min"})
+                                objectives={"accuracy": "max", "latency_ms": "min"},
+                                reference_presets=presets)
         trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1,
                             callbacks=[pareto, profiler], logger=False,
                             enable_checkpointing=False, enable_progress_bar=False,
@@ -250,6 +252,15 @@ def test_spos_and_ofa_profile_every_scored_architecture(tmp_path):
             assert names == list(module.eval_archs)
             shapes = {r["name"]: r["input_shape"] for r in profiler.records}
             assert shapes["largest"] == [3, 8, 8] and shapes["smallest"] == [3, 6, 6]
+            # the preset, built for the 8x8 4-class data with the OFA space's stride-1 stem,
+            # measured by the profiler's clock; drawn beside the front, never in it
+            from lightning_nas.spaces.mobile_blocks import PRESETS, MobileBlockSpace, count_macs
+
+            (ref,) = json.loads((tmp_path / "p" / "pareto.json").read_text())["references"]
+            small = MobileBlockSpace(num_classes=4, input_size=8, stem_stride=1)
+            assert ref["name"] == "MobileNetV3-Small" and ref["latency_ms"] == pytest.approx(2.0)
+            assert ref["params"] == count_macs(PRESETS["MobileNetV3-Small"], space=small,
+                                               resolution=8, num_classes=4)[0]
 
 
 def test_predict_only_uses_the_latency_table_and_a_foreign_table_is_refused(tmp_path):

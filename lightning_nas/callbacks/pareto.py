@@ -181,12 +181,28 @@ class ParetoCallback(Callback):
             accuracy, parameters, FLOPs and, from a
             :class:`~lightning_nas.callbacks.latency.LatencyProfiler` of the same trainer,
             latency. Records of epochs without validation accuracy are skipped.
+        reference_presets: published networks drawn as reference points (e.g.
+            ``[MobileNetV3-Small, EfficientNet-B0]``): at fit start (rank 0) each is built for
+            the data's image size and classes
+            (:func:`~lightning_nas.hardware.reference.reference_space_for` of the strategy's
+            space) and measured as the strategy's architectures are: parameters, FLOPs and,
+            with a :class:`~lightning_nas.callbacks.latency.LatencyProfiler` in the trainer,
+            its latency on its target with its settings. In ``pareto.json`` under
+            ``references`` and in ``pareto.png``; never in the front. An unknown name is an
+            error listing the presets.
     """
 
     def __init__(self, *, objectives: dict[str, str] | None = None, dirpath: str | None = None,
                  reference: list[float] | None = None, score_key: str | None = None,
                  every_n_epochs: int = 1, log_wandb: bool = True, wandb_key: str = "pareto",
-                 dedupe: bool = True, plot: bool = True, from_strategy: bool = False):
+                 dedupe: bool = True, plot: bool = True, from_strategy: bool = False,
+                 reference_presets: list[str] | None = None):
+        from lightning_nas.hardware.reference import check_preset_names
+
+        self.reference_presets = check_preset_names(
+            reference_presets, what="ParetoCallback reference_presets") \
+            if reference_presets else []
+        self.references: list[dict[str, Any]] = []
         self.objectives = as_objectives(objectives)
         if reference is not None and len(reference) != len(self.objectives):
             raise ValueError(f"reference has {len(reference)} values for "
@@ -275,7 +291,8 @@ class ParetoCallback(Callback):
             return None
         records = list(self._records.values())
         summary = write_pareto(out, records, self.objectives, reference=self.reference,
-                               score_key=self.score_key, plot=self.plot)
+                               score_key=self.score_key, plot=self.plot,
+                               references=self.references or None)
         if self.log_wandb and trainer is not None:
             from lightning.pytorch.loggers import WandbLogger
 
@@ -298,7 +315,35 @@ class ParetoCallback(Callback):
             self._costs = LatencyProfiler(costs_only=True)
         return found or self._costs
 
+    def measure_references(self, trainer: L.Trainer, pl_module: Any) -> list[dict[str, Any]]:
+        """The ``reference_presets`` measured like the strategy's architectures (see the
+        class doc); stored in :attr:`references`."""
+        from lightning_nas.callbacks.latency import measure_on_target
+        from lightning_nas.hardware.reference import reference_space_for, run_reference_points
+
+        profiler = self._profiler(trainer)
+        shape, batch, classes = profiler._data_shape(trainer)
+        classes = int(classes or getattr(pl_module, "num_classes", None) or 10)
+        space = reference_space_for(getattr(pl_module, "space", None), input_size=shape[-1],
+                                    num_classes=classes, in_channels=shape[0])
+        hooks = []
+        if not profiler.costs_only:
+            def latency(arch: Any, net: Any) -> dict[str, float]:
+                res = measure_on_target(net, shape, profiler.target, batch_size=batch,
+                                        warmup=profiler.warmup, repeats=profiler.repeats,
+                                        num_threads=profiler.num_threads,
+                                        clock=profiler.clock)
+                return {"latency_ms": res.median_ms, "latency_p25_ms": res.p25_ms,
+                        "latency_p75_ms": res.p75_ms}
+            hooks.append(latency)
+        self.references = run_reference_points(self.reference_presets, space=space,
+                                               input_shape=shape, hooks=hooks,
+                                               num_classes=classes)
+        return self.references
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.reference_presets and trainer.is_global_zero:
+            self.measure_references(trainer, pl_module)
         if not self.from_strategy:
             return
         names = [n for n, _ in self.objectives]
