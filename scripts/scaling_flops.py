@@ -7,7 +7,8 @@ cells (ceil); ``--n`` random Once-for-All subnets of the ImageNet and CIFAR conf
 and the mobile presets, scaled in channels, blocks and resolution: the paper's rounding
 (channels to multiples of 8, each stage's repeats rounded up), the network's block total
 rounded instead ('network', :func:`~lightning_nas.spaces.mobile_blocks.stage_block_counts`),
-and for the OFA subnets also channels to multiples of 4. Multiply-adds
+and for the OFA subnets also channels to multiples of 4, which is ``scale``'s default for
+them (the table marks every kind's default). Multiply-adds
 are counted on the meta device with the project's FLOPs counter (no timing, no randomness
 beyond the seeded subnet draws), so the table is exact and machine-independent.
 
@@ -67,19 +68,27 @@ def main() -> None:
     for name, ofa in (("OFA ImageNet subnets", MobileNetV3Space()),
                       ("OFA CIFAR subnets", MobileNetV3Space.cifar())):
         archs = [ofa.sample(random.Random(opts.seed * 1000 + i)) for i in range(opts.n)]
-        for divisor, rounding in ((8, "ceil"), (8, "network"), (4, "network")):
-            rows.append({"network": name, "rounding": rounding, "divisor": divisor,
-                         "n": opts.n, "ratios": [ratios(a, ofa, depth_rounding=rounding,
-                                                        divisor=divisor) for a in archs]})
+        for divisor, rounding in ((8, "ceil"), (8, "network"), (None, None)):
+            scaled = [ratios(a, ofa, depth_rounding=rounding, divisor=divisor) for a in archs]
+            used = scale(archs[0], 1, space=ofa, depth_rounding=rounding,
+                         divisor=divisor).rounding  # None: scale's default for OFA subnets
+            rows.append({"network": name, "rounding": used["depth"],
+                         "divisor": used["divisor"], "default": rounding is None,
+                         "n": opts.n, "ratios": scaled})
     for name in ("EfficientNet-B0", "MnasNet-A1", "MobileNetV3-Large", "ProxylessNAS-Mobile"):
-        for rounding in ("ceil", "network"):
-            rows.append({"network": name, "rounding": rounding, "divisor": 8, "n": 1,
+        for rounding in (None, "network"):
+            rows.append({"network": name, "rounding": rounding or "ceil", "divisor": 8,
+                         "default": rounding is None, "n": 1,
                          "ratios": [ratios(PRESETS[name], None, depth_rounding=rounding)]})
+    rows[0]["default"] = rows[1]["default"] = True  # the cell networks: scale's defaults
 
     lines = ["# Compound scaling: multiply-adds / (multiply-adds at phi=0 x 2**phi)", "",
              "alpha 1.2, beta 1.1, gamma 1.15 (alpha beta^2 gamma^2 = 1.92, so the exact "
              "multipliers give 0.96^phi of 2^phi: 1.04 / 1 / 0.96 / 0.92). Median (min-max) "
-             "over n networks; 'within 15%' counts networks within +-15% at every phi.", "",
+             "over n networks; 'within 15%' counts networks within +-15% at every phi. "
+             "**Bold**: `scale`'s default rounding for that kind of network (OFA subnets: the "
+             "network's block total and 4s; mobile architectures and cell networks: the "
+             "paper's per-stage ceil, 8s for mobile and 4s for cell networks).", "",
              "| network | repeats rounding | channels to | n | phi=-1 | phi=1 | phi=2 | "
              "within 15% |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -90,7 +99,8 @@ def main() -> None:
                          f"{statistics.median(vals):.3f} ({min(vals):.2f}-{max(vals):.2f})")
         ok = sum(all(abs(r[p] - 1) < 0.15 for p in ("-1", "1", "2")) for r in row["ratios"])
         row["within_15pct"] = ok
-        lines.append(f"| {row['network']} | {row['rounding']} | {row['divisor']}s | {row['n']} | "
+        rounding = f"**{row['rounding']}** (default)" if row["default"] else row["rounding"]
+        lines.append(f"| {row['network']} | {rounding} | {row['divisor']}s | {row['n']} | "
                      f"{' | '.join(cells)} | {ok}/{row['n']} |")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()

@@ -4,9 +4,22 @@ Scaling for Convolutional Neural Networks", ICML 2019, Sec. 3.3, Eq. 3).
 ``depth = alpha ** phi``, ``width = beta ** phi``, ``resolution = gamma ** phi`` with
 ``alpha * beta**2 * gamma**2 ~ 2``, so FLOPs grow by about ``2 ** phi``; the paper's grid
 search at phi = 1 found alpha = 1.2, beta = 1.1, gamma = 1.15 (Sec. 4, step 1). Channels are
-rounded to multiples of 8 (never more than 10% down) and repeats up, as the paper's reference
-implementation (:func:`~lightning_nas.spaces.mobile_blocks.round_channels`,
-:func:`~lightning_nas.spaces.mobile_blocks.round_repeats`).
+rounded to multiples of a divisor (never more than 10% down) and repeats per stage or per
+network (:func:`~lightning_nas.spaces.mobile_blocks.round_channels`,
+:func:`~lightning_nas.spaces.mobile_blocks.stage_block_counts`); the defaults are below.
+
+**Rounding.** The paper rounds channels to multiples of 8 and each stage's repeats up
+(``ceil``); that is the default for ``mobile`` architectures (the presets, an architecture
+saved in the mobile space), so EfficientNet scales as its reference implementation does
+(EfficientNet-B1..B7 are built from B0 with exactly that rounding). A **Once-for-All subnet**
+defaults to the network's block total rounded to the nearest (``depth_rounding="network"``,
+shared among the stages by largest remainder) and channels to multiples of 4, because the
+paper's rounding cannot shrink it: its stages have 2-4 blocks, and ``ceil(0.83 n) = n`` for
+n <= 5, so phi = -1 removes no block; its 24- and 40-channel stages stay 24 and 40 at width
+0.91 with 8s (the nearest multiple of 8). With the paper's rounding phi = -1 keeps 1.43-1.55x
+the 2**-1 FLOPs of 40 random OFA subnets; with the default 20/20 CIFAR and 14/20 ImageNet
+subnets are within 15% of 2**phi at phi = -1, 1, 2 (``scripts/results/scaling``). Pass
+``depth_rounding`` and ``divisor`` to choose either rounding for any architecture.
 
 What each space scales:
 
@@ -77,6 +90,7 @@ class Scaled:
     base_resolution: int
     resolution: int
     changes: dict[str, list[Any]] = field(default_factory=dict)
+    rounding: dict[str, Any] = field(default_factory=dict)
 
     def build(self, **kwargs: Any) -> nn.Module:
         return self.space.build(self.arch, **kwargs)
@@ -87,7 +101,7 @@ class Scaled:
         return {"phi": self.phi, "depth": self.depth, "width": self.width,
                 "resolution_mult": self.resolution_mult,
                 "base_resolution": self.base_resolution, "resolution": self.resolution,
-                "changes": self.changes,
+                "changes": self.changes, "rounding": self.rounding,
                 "space": {"class_path": f"{type(self.space).__module__}."
                                         f"{type(self.space).__qualname__}", "init_args": spec}}
 
@@ -112,7 +126,7 @@ def _resolution(base: int, mult: float, phi: float, gamma: float, multiple: int 
 
 def scale(arch: Arch, phi: float, *, space: SearchSpace | None = None, alpha: float = ALPHA,
           beta: float = BETA, gamma: float = GAMMA, resolution: int | None = None,
-          divisor: int | None = None, depth_rounding: str = "ceil") -> Scaled:
+          divisor: int | None = None, depth_rounding: str | None = None) -> Scaled:
     """Compound-scale ``arch`` by ``phi`` (module docstring: what each space scales).
 
     Args:
@@ -123,7 +137,11 @@ def scale(arch: Arch, phi: float, *, space: SearchSpace | None = None, alpha: fl
         alpha, beta, gamma: depth, width and resolution bases (default the paper's).
         resolution: the input resolution before scaling (default: the architecture's for
             mobile spaces, 224 for DARTS's ImageNet stem, else 32).
-        divisor: channel counts are multiples of this (8 in the paper).
+        divisor: channel counts are multiples of this; default 8 (the paper's) for mobile
+            architectures, 4 for OFA subnets and cell networks (module docstring).
+        depth_rounding: ``"ceil"`` (each stage's repeats rounded up: the paper's),
+            ``"nearest"`` or ``"network"`` (the network's block total rounded, shared by
+            largest remainder); default ``"network"`` for OFA subnets, ``"ceil"`` otherwise.
 
     Raises:
         ScaleError: a layer would have zero channels, or the resolution zero pixels; the
@@ -139,8 +157,10 @@ def scale(arch: Arch, phi: float, *, space: SearchSpace | None = None, alpha: fl
         converted = from_ofa_arch(ofa_space, arch)
         mobile = MobileBlockSpace(num_classes=ofa_space.build_defaults["num_classes"],
                                   in_channels=ofa_space.build_defaults["in_channels"])
+        # 2-4 blocks per stage, 24/40-channel stages: the paper's rounding cannot shrink them
         return scale(converted, phi, space=mobile, alpha=alpha, beta=beta, gamma=gamma,
-                     resolution=resolution, divisor=divisor, depth_rounding=depth_rounding)
+                     resolution=resolution, divisor=divisor or 4,
+                     depth_rounding=depth_rounding or "network")
     if kind == "mobile":
         space = space or MobileBlockSpace()
         space.validate(arch)
@@ -153,12 +173,13 @@ def scale(arch: Arch, phi: float, *, space: SearchSpace | None = None, alpha: fl
             raise _phi_error(err, phi, beta, fewest, divisor) from None
         new_res = _resolution(base, res_mult, phi, gamma)
         scaled = scale_mobile(arch, width=width, depth=depth, resolution=new_res,
-                              divisor=divisor, depth_rounding=depth_rounding)
+                              divisor=divisor, depth_rounding=depth_rounding or "ceil")
         changes = {"channels": [[c for _, c in arch_channels(arch)],
                                 [c for _, c in arch_channels(scaled)]],
                    "repeats": [[r[1] for r in arch["blocks"]], [r[1] for r in scaled["blocks"]]],
                    "resolution": [base, new_res]}
-        return Scaled(scaled, space, phi, depth, width, res_mult, base, new_res, changes)
+        return Scaled(scaled, space, phi, depth, width, res_mult, base, new_res, changes,
+                      {"depth": depth_rounding or "ceil", "divisor": divisor})
     if kind in ("darts", "nb201"):
         if space is None:
             if kind == "darts":
@@ -181,14 +202,15 @@ def scale(arch: Arch, phi: float, *, space: SearchSpace | None = None, alpha: fl
         # multiples of 4: NB201's residual downsampling (and DARTS's factorized reduce) halve
         # the feature map exactly twice
         new_res = _resolution(base, res_mult, phi, gamma, 4)
-        new_cells = round_repeats(n_cells, depth, depth_rounding) if n_cells else 0
+        new_cells = round_repeats(n_cells, depth, depth_rounding or "ceil") if n_cells else 0
         if kind == "darts" and new_cells < 3:
             new_cells = 3  # a DARTS network needs its two reduction cells and one normal cell
         new_space = type(space)(**{**config, "channels": new_channels, cells: new_cells,
                                    "constraints": space.constraints})
         changes = {"channels": [channels, new_channels], cells: [n_cells, new_cells],
                    "resolution": [base, new_res]}
-        return Scaled(arch, new_space, phi, depth, width, res_mult, base, new_res, changes)
+        return Scaled(arch, new_space, phi, depth, width, res_mult, base, new_res, changes,
+                      {"depth": depth_rounding or "ceil", "divisor": divisor})
     raise ArchError(f"no compound-scaling rule for the {kind!r} space; scale mobile, "
                     f"mobilenetv3 (OFA), darts or nb201 architectures")
 
@@ -292,11 +314,13 @@ def main_scale(argv: list[str]) -> Scaled:
                         "32 for cell networks, 224 with the DARTS ImageNet stem)")
     parser.add_argument("--divisor", type=int, default=None,
                         help="channels are multiples of this (default 8 for mobile networks, "
-                        "as the paper; 4 for cell networks, whose widths are 16 or 36)")
+                        "as the paper; 4 for OFA subnets and cell networks, whose widths are "
+                        "16, 24, 36 or 40)")
     parser.add_argument("--depth-rounding", choices=("ceil", "nearest", "network"),
-                        default="ceil", help="ceil: each stage's blocks rounded up (the paper); "
-                        "nearest; network: the network's block total rounded and shared by "
-                        "largest remainder (closer to 2**phi FLOPs for small stages)")
+                        default=None, help="ceil: each stage's blocks rounded up (the paper; "
+                        "default for mobile and cell networks); nearest; network: the "
+                        "network's block total rounded and shared by largest remainder "
+                        "(default for OFA subnets, whose 2-4-block stages ceil never shrinks)")
     parser.add_argument("--channels", type=int, default=None,
                         help="DARTS / NB201: the network's initial channels before scaling")
     parser.add_argument("--layers", type=int, default=None, help="DARTS: cells before scaling")
@@ -314,7 +338,8 @@ def main_scale(argv: list[str]) -> Scaled:
     result = scale(arch, opts.phi, space=space, alpha=opts.alpha, beta=opts.beta,
                    gamma=opts.gamma, resolution=opts.resolution, divisor=opts.divisor,
                    depth_rounding=opts.depth_rounding)
-    base = scale(arch, 0, space=space, resolution=opts.resolution, divisor=opts.divisor)
+    base = scale(arch, 0, space=space, resolution=opts.resolution, divisor=opts.divisor,
+                 depth_rounding=opts.depth_rounding)
     p0, m0 = macs_of(base.space, base.arch, base.resolution)
     p1, m1 = macs_of(result.space, result.arch, result.resolution)
     out = Path(opts.out or f"scaled_phi{opts.phi:g}.json")
@@ -325,6 +350,8 @@ def main_scale(argv: list[str]) -> Scaled:
           f"{result.resolution})")
     for key, (before, after) in result.changes.items():
         print(f"  {key}: {before} -> {after}")
+    print(f"  rounding: blocks {result.rounding['depth']}, channels to multiples of "
+          f"{result.rounding['divisor']}")
     print(f"  parameters {p0:,} -> {p1:,}; multiply-adds {m0 / 1e6:,.1f} M -> {m1 / 1e6:,.1f} M "
           f"(x{m1 / m0:.2f}; 2**phi = {2 ** opts.phi:.2f})")
     if arch.space in ("darts", "nb201"):
@@ -360,7 +387,8 @@ class CompoundScalingSpace(SearchSpace):
         target, tolerance: keep points with ``|alpha beta^2 gamma^2 - target| <= tolerance``.
         resolution: the base input resolution (default: ``base_space.input_size`` or the
             architecture's).
-        divisor, depth_rounding: passed to :func:`scale`.
+        divisor, depth_rounding: passed to :func:`scale` (default here: the paper's
+            rounding, ``"ceil"`` and multiples of 8, for the grid search of EfficientNet).
         num_classes, in_channels: build defaults.
     """
 
