@@ -204,7 +204,9 @@ def _add_run_facts(summary: dict[str, Any], *, constraints: Mapping[str, Any] | 
                    evaluator: Evaluator, references: Sequence[Mapping[str, Any]] = (),
                    sampler: Sampler | None = None, run_dir: Path | None = None) -> None:
     """The summary.json entries every search writes: its constraints, where latency was
-    measured, the Pareto report, the W&B run and an accuracy predictor's hold-out quality."""
+    measured, the Pareto report, the W&B run, an accuracy predictor's hold-out quality, the
+    measured reference presets and the seeds projected into the space (also written to
+    ``run_dir/seed_projections.json``)."""
     if constraints:
         summary["constraints"] = dict(constraints)
     if hardware:
