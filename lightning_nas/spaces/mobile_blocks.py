@@ -1025,5 +1025,5 @@ def count_macs(arch: Arch, *, resolution: int | None = None, space: MobileBlockS
 
 __all__ = ["EFFICIENTNET_B0", "EFFICIENTNET_COEFFICIENTS", "MobileBlockNetwork",
            "MobileBlockSpace", "PRESETS", "PUBLISHED", "Projection", "ScaleError", "check_arch",
-           "count_macs", "from_ofa_arch", "make_arch", "preset", "project_to_ofa", "round_channels", "round_repeats",
-           "scale_mobile", "scale_stage_depth", "stages_of"]
+           "count_macs", "from_ofa_arch", "make_arch", "preset", "project_to_ofa",
+           "round_channels", "round_repeats", "scale_mobile", "scale_stage_depth", "stages_of"]
