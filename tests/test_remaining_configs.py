@@ -132,8 +132,8 @@ def test_every_config_and_callback_fragment_is_named_by_a_test():
 
 
 def test_ofa_specialisation_configs_run_on_a_one_epoch_supernet(tmp_path):
-    """The specialisation configs (inherited accuracy, seeded with projected presets or not;
-    OFA's accuracy predictor over it) on a
+    """The specialisation configs (inherited accuracy, seeded with projected presets or not:
+    configs/search/ofa_cifar10_specialise_seeded.yaml; OFA's accuracy predictor over it) on a
     supernet trained one epoch by configs/ofa/cifar10_subset.yaml, on synthetic 32x32 images,
     with a measured CPU latency hook in place of the table (building the full table takes
     minutes) and one loose budget."""
