@@ -154,3 +154,30 @@ class ConvCount:
     def __call__(self, arch):
         return {"acc": float(sum(op == "nor_conv_3x3" for op in arch.values()))
                 + 0.01 * sum(op == "nor_conv_1x1" for op in arch.values())}
+
+
+def test_hyperband_on_ray_gives_the_inline_journal(local_ray, tmp_path):
+    """Multi-fidelity on Ray: the budget travels with each task (2 in flight), and the
+    journal equals the thread pool's with 2 in flight for the same seed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import test_multi_fidelity
+    from test_multi_fidelity import FidelityEvaluator
+
+    from lightning_nas.search.multi_fidelity import Hyperband
+
+    ray.cloudpickle.register_pickle_by_value(test_multi_fidelity)  # workers cannot import it
+    space = NB201Space()
+    with ThreadPoolExecutor(2) as pool:
+        local = run_search(space, Hyperband(space, seed=6), FidelityEvaluator(),
+                           run_dir=tmp_path / "threads", budget_trials=12, executor=pool,
+                           progress=False)
+    executor = RayExecutor(2)
+    try:
+        remote = run_search(space, Hyperband(space, seed=6), FidelityEvaluator(),
+                            run_dir=tmp_path / "ray", budget_trials=12, executor=executor,
+                            progress=False)
+    finally:
+        executor.shutdown(cancel_futures=True)
+    assert without_timing(remote.records) == without_timing(local.records)
+    assert {r["fidelity"] for r in remote.records} == {1, 3}

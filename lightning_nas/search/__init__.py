@@ -20,6 +20,7 @@ from lightning_nas.search.loop import (
     UnsatisfiableConstraintError,
     run_search,
 )
+from lightning_nas.search.multi_fidelity import BOHB, Hyperband, SuccessiveHalving
 from lightning_nas.search.predictor_evaluator import PredictorEvaluator
 from lightning_nas.search.samplers import (
     BayesianOptimization,
@@ -33,8 +34,10 @@ from lightning_nas.search.samplers import (
 from lightning_nas.search.surrogate import MLPEnsemble, PredictorSurrogate
 
 __all__ = [
+    "BOHB",
     "BayesianOptimization",
     "Evaluator",
+    "Hyperband",
     "Journal",
     "MLPEnsemble",
     "MetricObjective",
@@ -45,6 +48,7 @@ __all__ = [
     "Reinforce",
     "Sampler",
     "SearchResult",
+    "SuccessiveHalving",
     "SupernetEvaluator",
     "TabularEvaluator",
     "TrainingEvaluator",

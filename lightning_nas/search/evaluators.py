@@ -83,10 +83,13 @@ class Evaluator(ABC):
       (the standalone network they measure);
     * :meth:`verify` (real numbers for a predicted fitness) and :meth:`export` (the chosen
       network's files) for the best candidate of each latency budget;
-    * :attr:`fit_report` (a predictor's hold-out quality, into ``summary.json``).
+    * :attr:`fit_report` (a predictor's hold-out quality, into ``summary.json``);
+    * :attr:`supports_fidelity`: ``__call__(arch, fidelity=...)`` takes a multi-fidelity
+      sampler's budget (TrainingEvaluator: epochs).
     """
 
     primary_metric: str = ""
+    supports_fidelity: bool = False
     space: SearchSpace | None = None
     fit_report: Mapping[str, Any] | None = None
 

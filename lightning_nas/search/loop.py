@@ -17,6 +17,10 @@
   ``space.validate`` (e.g. the space's ``max_params``). The constraint returns a bool
   (False = rejected) or a list of violated limits as readable reasons (empty = accepted),
   as :class:`lightning_nas.hardware.objective.Constraints.check` does;
+* a multi-fidelity sampler (``sampler.multi_fidelity``, :mod:`.multi_fidelity`) chooses each
+  trial's budget too (``ask_trial() -> (arch, fidelity)``): the evaluator is called as
+  ``evaluator(arch, fidelity=...)`` (it must have ``supports_fidelity``), the record holds
+  ``fidelity``, and the best record is the best at the highest fidelity reached;
 * ``on_record(record)`` is called in the main process after every record is journaled
   (e.g. to write a Pareto report or log to W&B every few trials);
 * trials can run in parallel through any ``concurrent.futures.Executor``. Results are told
@@ -100,11 +104,13 @@ class MetricObjective:
         return f"MetricObjective({self.metric!r}, mode={self.mode!r})"
 
 
-def _evaluate_trial(evaluator: Callable[[Arch], Mapping[str, Any]], arch: Arch) -> dict[str, Any]:
-    """Run one evaluation, catching its errors (module-level so process pools can pickle it)."""
+def _evaluate_trial(evaluator: Callable[[Arch], Mapping[str, Any]], arch: Arch,
+                    fidelity: float | None = None) -> dict[str, Any]:
+    """Run one evaluation, catching its errors (module-level so process pools can pickle it);
+    a multi-fidelity sampler's budget goes to the evaluator as ``fidelity=``."""
     start = time.perf_counter()
     try:
-        metrics = evaluator(arch)
+        metrics = evaluator(arch) if fidelity is None else evaluator(arch, fidelity=fidelity)
         if not isinstance(metrics, Mapping):
             raise TypeError(f"an evaluator must return a mapping of metrics, got "
                             f"{type(metrics).__name__}")
@@ -138,10 +144,15 @@ class _Trial:
     sampler_seconds: float = 0.0
     future: Future | None = None
     replay: dict[str, Any] | None = None
+    fidelity: float | None = None  # the multi-fidelity sampler's budget (None: evaluator's)
 
     def pending_state(self) -> dict[str, Any]:
-        return {"trial": self.index, "arch": self.arch.to_dict(),
-                "hook_metrics": _json_safe(self.hook_metrics), "hook_seconds": self.hook_seconds}
+        state = {"trial": self.index, "arch": self.arch.to_dict(),
+                 "hook_metrics": _json_safe(self.hook_metrics),
+                 "hook_seconds": self.hook_seconds}
+        if self.fidelity is not None:
+            state["fidelity"] = self.fidelity
+        return state
 
 
 @dataclass
@@ -150,7 +161,8 @@ class SearchResult:
 
     Attributes:
         records: every journal record, in journal order (rejected ones included).
-        best: the ok record with the highest objective (None if none succeeded).
+        best: the ok record with the highest objective (None if none succeeded); with a
+            multi-fidelity sampler, the highest objective at the highest fidelity reached.
         run_dir: the run folder.
         overhead: the loop's own cost per trial of this session, in ms (sampler ask/tell,
             validation, journal and state writes; not evaluation or hooks): ``n``, ``mean``,
@@ -314,6 +326,12 @@ class _Options:
         if not save_seconds > 0 or (save_every is not None and save_every < 1):
             raise ValueError(f"save_seconds must be > 0 and save_every >= 1 (or None); got "
                              f"{save_seconds}, {save_every}")
+        if getattr(sampler, "multi_fidelity", False) and \
+                not getattr(evaluator, "supports_fidelity", False):
+            raise ValueError(f"{type(sampler).__name__} chooses each trial's budget, but the "
+                             f"evaluator {type(evaluator).__name__} takes no fidelity; use one "
+                             "that does (TrainingEvaluator: epochs) or a single-fidelity "
+                             "sampler")
         if getattr(sampler, "space", None) is None or sampler.space.name != space.name:
             raise ValueError(f"the sampler works on the "
                              f"{getattr(getattr(sampler, 'space', None), 'name', None)!r} "
@@ -364,7 +382,7 @@ class _SearchState:
         self.simulated = sum(float(r["metrics"].get(options.time_key) or 0.0) for r in records
                              if options.time_key and r["status"] != "rejected")
         ok = [r for r in records if r["status"] == "ok"]
-        self.best = max(ok, key=lambda r: r["objective"]) if ok else None
+        self.best = max(ok, key=_rank) if ok else None
         self.rejections_in_row = 0
         self.in_flight: deque[_Trial] = deque()
         self.overheads: list[float] = []
@@ -404,7 +422,8 @@ class _SearchState:
         for p in state["pending"]:  # trials in flight when the state was saved: run them again
             arch = Arch.from_dict(p["arch"])
             search.submit(_Trial(int(p["trial"]), arch, o.space.to_string(arch),
-                                 dict(p["hook_metrics"]), float(p["hook_seconds"]), 0.0))
+                                 dict(p["hook_metrics"]), float(p["hook_seconds"]), 0.0,
+                                 fidelity=p.get("fidelity")))
         return search
 
     @staticmethod
@@ -488,8 +507,7 @@ class _SearchState:
         self.n_failed += rec["status"] == "failed"
         if self.o.time_key and rec["stage"] == "evaluation":
             self.simulated += float(rec["metrics"].get(self.o.time_key) or 0.0)
-        if rec["status"] == "ok" and (self.best is None
-                                      or rec["objective"] > self.best["objective"]):
+        if rec["status"] == "ok" and (self.best is None or _rank(rec) > _rank(self.best)):
             self.best = rec
         self.bar.update(1)
 
@@ -507,9 +525,10 @@ class _SearchState:
         """Start evaluating ``trial`` (or mark it for replay when it is journaled)."""
         if trial.index in self.replay:
             trial.replay = self.replay.pop(trial.index)
-            _check_replay(trial.index, trial.replay, trial.arch_str)
+            _check_replay(trial.index, trial.replay, trial.arch_str, trial.fidelity)
         elif self.o.executor is not None:
-            trial.future = self.o.executor.submit(_evaluate_trial, self.o.evaluator, trial.arch)
+            trial.future = self.o.executor.submit(_evaluate_trial, self.o.evaluator, trial.arch,
+                                                  trial.fidelity)
         self.in_flight.append(trial)
 
     def propose(self) -> None:
@@ -519,7 +538,7 @@ class _SearchState:
         t0 = time.perf_counter()
         index = self.next_trial
         self.next_trial += 1
-        arch = o.sampler.ask()
+        arch, fidelity = o.sampler.ask_trial()
         ask_seconds = time.perf_counter() - t0
         reason, arch_str = None, None
         try:
@@ -531,10 +550,10 @@ class _SearchState:
             arch_str = str(dict(arch))
         if index in self.replay:  # resuming: this trial's record is already journaled
             if self.replay[index]["stage"] == "evaluation":
-                self.submit(_Trial(index, arch, arch_str, {}, 0.0, 0.0))
+                self.submit(_Trial(index, arch, arch_str, {}, 0.0, 0.0, fidelity=fidelity))
                 return
             rec = self.replay.pop(index)  # rejected or failed in a hook before the crash
-            _check_replay(index, rec, arch_str)
+            _check_replay(index, rec, arch_str, fidelity)
             o.sampler.tell(arch, None)
             self.records.append(rec)
             self.counted(rec)
@@ -551,7 +570,7 @@ class _SearchState:
             self.rejections_in_row = 0
             overhead += time.perf_counter() - t1
             self.submit(_Trial(index, arch, arch_str, hook_metrics, hook_seconds, overhead,
-                               ask_seconds))
+                               ask_seconds, fidelity=fidelity))
             return
         status = "rejected" if reason is not None else "failed"
         t2 = time.perf_counter()
@@ -562,7 +581,7 @@ class _SearchState:
                       reason or hook_error,
                       {"eval_seconds": 0.0, "hook_seconds": hook_seconds,
                        "wall_seconds": hook_seconds, "overhead_seconds": overhead,
-                       "sampler_seconds": ask_seconds + tell_seconds})
+                       "sampler_seconds": ask_seconds + tell_seconds}, fidelity=fidelity)
         self.commit(rec, overhead)
         self.counted(rec)
         if status == "rejected" and self.rejections_in_row >= o.max_rejections:
@@ -607,7 +626,7 @@ class _SearchState:
                 out = {"metrics": {}, "error": f"{type(err).__name__}: {err}",
                        "traceback": None, "seconds": 0.0}
         else:
-            out = _evaluate_trial(o.evaluator, trial.arch)
+            out = _evaluate_trial(o.evaluator, trial.arch, trial.fidelity)
         t0 = time.perf_counter()
         metrics = {**trial.hook_metrics, **out["metrics"]}
         error, value = out["error"], None
@@ -626,7 +645,7 @@ class _SearchState:
                   "sampler_seconds": trial.sampler_seconds + time.perf_counter() - t2}
         rec = _record(trial.index, trial.arch, trial.arch_str,
                       "ok" if error is None else "failed", "evaluation", metrics, value, error,
-                      timing, out.get("traceback"))
+                      timing, out.get("traceback"), fidelity=trial.fidelity)
         overhead = trial.overhead + time.perf_counter() - t0
         timing["overhead_seconds"] = overhead
         self.commit(rec, overhead)
@@ -661,18 +680,29 @@ class UnsatisfiableConstraintError(RuntimeError):
         self.last_reason = last_reason
 
 
-def _check_replay(index: int, rec: Mapping[str, Any], arch_str: str) -> None:
-    if rec["arch"] != arch_str:
-        raise RuntimeError(f"cannot resume: journal trial {index} is {rec['arch']!r} but the "
-                           f"restored sampler gives {arch_str!r} (was the sampler changed?)")
+def _check_replay(index: int, rec: Mapping[str, Any], arch_str: str,
+                  fidelity: float | None = None) -> None:
+    if rec["arch"] != arch_str or rec.get("fidelity") != fidelity:
+        raise RuntimeError(f"cannot resume: journal trial {index} is {rec['arch']!r} (fidelity "
+                           f"{rec.get('fidelity')}) but the restored sampler gives "
+                           f"{arch_str!r} (fidelity {fidelity}); was the sampler changed?")
+
+
+def _rank(rec: Mapping[str, Any]) -> tuple[float, float]:
+    """Order of ok records for the best one: the fidelity first (multi-fidelity search: the
+    incumbent is the best at the highest budget reached), then the objective."""
+    fidelity = rec.get("fidelity")
+    return (-math.inf if fidelity is None else float(fidelity), rec["objective"])
 
 
 def _record(index: int, arch: Arch, arch_str: str, status: str, stage: str, metrics: dict,
             value: float | None, error: str | None, timing: dict,
-            tb: str | None = None) -> dict[str, Any]:
+            tb: str | None = None, fidelity: float | None = None) -> dict[str, Any]:
     rec = {"trial": index, "status": status, "stage": stage, "arch": arch_str,
            "arch_json": arch.to_dict(), "metrics": metrics, "objective": value,
            "error": error, "timing": timing}
+    if fidelity is not None:  # only multi-fidelity searches: other journals are unchanged
+        rec["fidelity"] = fidelity
     if tb:
         rec["traceback"] = tb
     return rec

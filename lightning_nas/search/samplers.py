@@ -169,7 +169,15 @@ class Sampler(ABC):
     def _reset(self) -> None:
         """Reset the subclass's own state (called by :meth:`reset`)."""
 
+    #: True for samplers that also choose each trial's budget (multi_fidelity.py)
+    multi_fidelity = False
+
     # -- ask / tell ------------------------------------------------------------------------
+    def ask_trial(self) -> tuple[Arch, float | None]:
+        """The next architecture and its budget (``None``: the evaluator's own); the search
+        loop asks through this. Multi-fidelity samplers override it."""
+        return self.ask(), None
+
     def ask(self) -> Arch:
         """The next architecture to evaluate."""
         arch = self._ask()

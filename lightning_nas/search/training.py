@@ -118,7 +118,10 @@ class TrainingEvaluator(Evaluator):
             module has them).
         space: the space that builds the networks; the search CLI links in the search's
             space when this is left out.
-        epochs: training epochs per trial (>= 1).
+        epochs: training epochs per trial (>= 1); a multi-fidelity sampler
+            (:mod:`~lightning_nas.search.multi_fidelity`) sets each trial's epochs instead
+            (``evaluator(arch, fidelity=epochs)``; a save_dir subfolder per architecture
+            and budget).
         weight_optimizer: optimiser factory (``class_path: torch.optim.SGD`` in YAML);
             cosine schedule over ``epochs`` to ``model["lr_min"]``.
         model: further :class:`~lightning_nas.strategies.fixed.FixedArchitecture` arguments
@@ -160,6 +163,7 @@ class TrainingEvaluator(Evaluator):
     """
 
     primary_metric = "accuracy"
+    supports_fidelity = True  # fidelity = training epochs
 
     def __init__(self, data: L.LightningDataModule, *, space: SearchSpace | None = None,
                  epochs: int = 1, weight_optimizer: OptimizerFactory = paper_weight_optimizer,
@@ -284,9 +288,16 @@ class TrainingEvaluator(Evaluator):
                 max(float(current), self.best_fraction)
 
     # -- the evaluation --------------------------------------------------------------------
-    def __call__(self, arch: Arch) -> dict[str, float]:
+    def __call__(self, arch: Arch, fidelity: float | None = None) -> dict[str, float]:
+        """Train ``arch`` for ``epochs`` (or ``fidelity`` epochs) and return its metrics."""
         from lightning_nas.strategies.fixed import FixedArchitecture
 
+        epochs = self.epochs
+        if fidelity is not None:
+            epochs = int(round(float(fidelity)))
+            if epochs < 1 or abs(epochs - float(fidelity)) > 1e-9:
+                raise ValueError(f"a TrainingEvaluator fidelity is a whole number of epochs "
+                                 f">= 1, got {fidelity!r}")
         space = self._space()
         arch = space.validate(arch)
         arch_str = space.to_string(arch)
@@ -303,7 +314,8 @@ class TrainingEvaluator(Evaluator):
                                            seed=self.seed, **self.model_kwargs)
                 self._prime_callbacks()
                 curve = _ValCurve()
-                trainer = L.Trainer(**self._trainer_args(arch, tmp, curve))
+                trainer = L.Trainer(**self._trainer_args(arch, tmp, curve, epochs,
+                                                         fidelity is not None))
                 start = time.perf_counter()
                 trainer.fit(module, datamodule=data)
                 seconds = time.perf_counter() - start
@@ -314,14 +326,15 @@ class TrainingEvaluator(Evaluator):
         finally:
             if self.num_threads is not None:
                 torch.set_num_threads(old_threads)
-        return self._metrics(module, trainer, fitted, tested, curve, seconds)
+        return self._metrics(module, trainer, fitted, tested, curve, seconds, epochs)
 
-    def _trainer_args(self, arch: Arch, tmp: str, curve: Callback) -> dict[str, Any]:
+    def _trainer_args(self, arch: Arch, tmp: str, curve: Callback, epochs: int,
+                      by_fidelity: bool = False) -> dict[str, Any]:
         args: dict[str, Any] = {"devices": 1, "enable_progress_bar": False,
                                 "enable_model_summary": False, "num_sanity_val_steps": 0,
                                 "check_val_every_n_epoch": 1}
         args.update(self.trainer_kwargs)
-        args["max_epochs"] = self.epochs
+        args["max_epochs"] = epochs
         args["callbacks"] = [*self.callbacks, curve]
         if self.save_dir is None:
             args.update(logger=False, enable_checkpointing=False, default_root_dir=tmp)
@@ -329,7 +342,8 @@ class TrainingEvaluator(Evaluator):
             from lightning.pytorch.callbacks import ModelCheckpoint
             from lightning.pytorch.loggers import CSVLogger
 
-            folder = Path(self.save_dir) / arch.digest[:16]
+            folder = Path(self.save_dir) / (arch.digest[:16] + (f"-{epochs}ep" if by_fidelity
+                                                                else ""))
             args.update(default_root_dir=str(folder),
                         logger=CSVLogger(str(folder), name="", version=""))
             args["callbacks"].append(ModelCheckpoint(dirpath=str(folder / "checkpoints"),
@@ -337,7 +351,7 @@ class TrainingEvaluator(Evaluator):
         return args
 
     def _metrics(self, module: Any, trainer: L.Trainer, fitted: Mapping[str, Any],
-                 tested: Mapping[str, Any], curve: _ValCurve, seconds: float
+                 tested: Mapping[str, Any], curve: _ValCurve, seconds: float, epochs: int
                  ) -> dict[str, float]:
         val_acc = _metric(fitted, "val/acc")
         if val_acc is None:
@@ -352,15 +366,15 @@ class TrainingEvaluator(Evaluator):
             "train_loss": _metric(fitted, "train/loss_epoch"),
             "train_accuracy": train_acc * self.scale if train_acc is not None else None,
             "epochs": epochs_done,
-            "early_stopped": epochs_done < self.epochs,
+            "early_stopped": epochs_done < epochs,
             "train_seconds": seconds,
             "trained_params": sum(p.numel() for p in module.net.parameters()),
         }
         predicted = self._prediction()
-        if epochs_done >= self.epochs and math.isfinite(val_acc):
+        if epochs_done >= epochs and math.isfinite(val_acc):
             self.best_fraction = val_acc if self.best_fraction is None else \
                 max(self.best_fraction, val_acc)
-        if predicted is not None and epochs_done < self.epochs:
+        if predicted is not None and epochs_done < epochs:
             out["observed_accuracy"] = out["accuracy"]
             # the prediction is in the monitored metric's unit: FixedArchitecture's val/acc
             # is a fraction

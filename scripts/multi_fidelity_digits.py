@@ -1,0 +1,201 @@
+"""Hyperband and BOHB against random search on a real training search: best accuracy vs
+cumulative training epochs (issue 13, multi-fidelity).
+
+Every search trains NAS-Bench-201 cells (8 channels, one cell per stage) on scikit-learn's
+8x8 digits with :class:`~lightning_nas.search.training.TrainingEvaluator` (SGD 0.05, cosine,
+batch 32, 1 thread; validation on 20% held-out training images, test on the digits test
+split) under the same budget of cumulative training epochs (``--epochs``; the loop's
+``budget_seconds`` with ``time_key="epochs"``): random search trains every cell for
+``--max-epochs``; Hyperband and BOHB spend 1 to ``--max-epochs`` epochs per run (eta 3).
+For each search the incumbent after every record is the best validation accuracy at the
+largest budget reached so far (random: every record); the figure shows its mean over seeds
+(band: standard error) against cumulative epochs, the table the final incumbent's
+validation and test accuracy and the epochs each sampler needed to reach random search's
+final mean incumbent.
+
+Usage::
+
+    python scripts/multi_fidelity_digits.py --seeds 0 1 2 3 4 --epochs 156 \
+        --out scripts/results/multi_fidelity_digits
+
+One JSON per (sampler, seed) under ``<out>/runs/`` (a finished one is kept, so an
+interrupted experiment continues); ``<out>/results.json``, ``results.md`` and
+``best_vs_epochs.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SAMPLERS = ("random", "hyperband", "bohb")
+
+
+def run_one(sampler_name: str, seed: int, epochs_budget: int, max_epochs: int
+            ) -> dict[str, Any]:
+    import torch
+
+    from lightning_nas.data import DigitsDataModule
+    from lightning_nas.search import RandomSampler, run_search
+    from lightning_nas.search.multi_fidelity import BOHB, Hyperband
+    from lightning_nas.search.training import TrainingEvaluator
+    from lightning_nas.spaces.nb201 import NB201Space
+
+    torch.set_num_threads(1)
+    space = NB201Space(channels=8, cells_per_stage=1)
+    sampler = {"random": lambda: RandomSampler(space, seed=seed),
+               "hyperband": lambda: Hyperband(space, min_fidelity=1, max_fidelity=max_epochs,
+                                              eta=3, seed=seed),
+               "bohb": lambda: BOHB(space, min_fidelity=1, max_fidelity=max_epochs, eta=3,
+                                    seed=seed)}[sampler_name]()
+    evaluator = TrainingEvaluator(
+        DigitsDataModule(batch_size=32, val_fraction=0.2, seed=0), space=space,
+        epochs=max_epochs,
+        weight_optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9,
+                                                   weight_decay=3e-4),
+        model={"drop_path_prob": 0.0, "grad_clip": 5.0}, trainer={"accelerator": "cpu"},
+        seed=0, num_threads=1, accuracy_unit="percent", test=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_search(space, sampler, evaluator, run_dir=tmp,
+                            budget_seconds=epochs_budget, time_key="epochs", progress=False)
+    wall = time.perf_counter() - start
+    trace, spent, best_key, best = [], 0, None, None
+    for r in result.records:
+        if r["status"] != "ok":
+            continue
+        spent += int(r["metrics"]["epochs"])
+        fidelity = r.get("fidelity", max_epochs)
+        key = (fidelity, r["objective"])
+        if best_key is None or key > best_key:
+            best_key, best = key, r
+        trace.append({"epochs": spent, "fidelity": fidelity, "val": best["objective"],
+                      "test": best["metrics"].get("test_accuracy"),
+                      "incumbent_fidelity": best_key[0]})
+    return {"sampler": sampler_name, "seed": seed, "records": len(result.records),
+            "cells": len({r["arch"] for r in result.records}), "epochs": spent,
+            "wall_seconds": wall, "trace": trace,
+            "final": {"val": best["objective"], "test": best["metrics"].get("test_accuracy"),
+                      "arch": best["arch"], "fidelity": best_key[0]}}
+
+
+def incumbent_at(trace: list[dict[str, Any]], epochs: float, max_epochs: int) -> float | None:
+    """Validation accuracy of the incumbent at the full budget after ``epochs`` epochs."""
+    value = None
+    for point in trace:
+        if point["epochs"] > epochs:
+            break
+        if point["incumbent_fidelity"] == max_epochs:
+            value = point["val"]
+    return value
+
+
+def summarise(runs: list[dict[str, Any]], budget: int, max_epochs: int) -> dict[str, Any]:
+    def mean_se(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return None, None, 0
+        se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+        return statistics.fmean(values), se, len(values)
+
+    table = {}
+    grid = list(range(max_epochs, budget + 1, max_epochs))
+    for name in SAMPLERS:
+        mine = [r for r in runs if r["sampler"] == name]
+        if not mine:
+            continue
+        curve = [mean_se([incumbent_at(r["trace"], e, max_epochs) for r in mine]) for e in grid]
+        table[name] = {
+            "n": len(mine),
+            "final_val": mean_se([r["final"]["val"] for r in mine]),
+            "final_test": mean_se([r["final"]["test"] for r in mine]),
+            "cells": mean_se([r["cells"] for r in mine]),
+            "wall_seconds": mean_se([r["wall_seconds"] for r in mine]),
+            "curve": {"epochs": grid, "mean": [c[0] for c in curve],
+                      "se": [c[1] for c in curve], "n": [c[2] for c in curve]},
+        }
+    if "random" in table:
+        target = table["random"]["final_val"][0]
+        for name, row in table.items():
+            reach = [next((e for e, m in zip(row["curve"]["epochs"], row["curve"]["mean"])
+                           if m is not None and m >= target), None)]
+            row["epochs_to_random_final"] = reach[0]
+    return table
+
+
+def plot(table: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, row in table.items():
+        xs = [e for e, m in zip(row["curve"]["epochs"], row["curve"]["mean"]) if m is not None]
+        ms = [m for m in row["curve"]["mean"] if m is not None]
+        ses = [s for s, m in zip(row["curve"]["se"], row["curve"]["mean"]) if m is not None]
+        ax.plot(xs, ms, label=f"{name} (n={row['n']})")
+        ax.fill_between(xs, [m - s for m, s in zip(ms, ses)], [m + s for m, s in zip(ms, ses)],
+                        alpha=0.2)
+    ax.set_xlabel("cumulative training epochs")
+    ax.set_ylabel("incumbent validation accuracy (%)")
+    ax.set_title("NB201 cells on digits: best at the full budget so far")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--epochs", type=int, default=156, help="cumulative epoch budget")
+    parser.add_argument("--max-epochs", type=int, default=9)
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
+    parser.add_argument("--out", type=Path, default=Path("runs/multi_fidelity_digits"))
+    args = parser.parse_args(argv)
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    runs = []
+    for seed in args.seeds:
+        for name in args.samplers:
+            path = args.out / "runs" / f"{name}_seed{seed}.json"
+            if not path.exists():
+                record = run_one(name, seed, args.epochs, args.max_epochs)
+                path.write_text(json.dumps(record, indent=1))
+                print(f"{name} seed {seed}: final val {record['final']['val']:.2f} test "
+                      f"{record['final']['test']:.2f}, {record['cells']} cells, "
+                      f"{record['wall_seconds']:.0f} s", flush=True)
+            runs.append(json.loads(path.read_text()))
+    table = summarise(runs, args.epochs, args.max_epochs)
+    out = {"config": {"seeds": args.seeds, "epochs_budget": args.epochs,
+                      "max_epochs": args.max_epochs},
+           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                       "load": os.getloadavg()}, "table": table}
+    (args.out / "results.json").write_text(json.dumps(out, indent=1))
+    lines = ["| sampler | n | final val % (mean +- se) | final test % | cells trained | "
+             "epochs to random's final mean | wall s per search |", "|---|---|---|---|---|---|---|"]
+    for name, row in table.items():
+        fv, ft, cells, wall = row["final_val"], row["final_test"], row["cells"], \
+            row["wall_seconds"]
+        lines.append(f"| {name} | {row['n']} | {fv[0]:.2f} +- {fv[1]:.2f} | "
+                     f"{ft[0]:.2f} +- {ft[1]:.2f} | {cells[0]:.1f} | "
+                     f"{row.get('epochs_to_random_final')} | {wall[0]:.0f} |")
+    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot(table, args.out / "best_vs_epochs.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Successive halving, Hyperband and BOHB (search/multi_fidelity.py) in the search loop:
+the published bracket schedule, promotions of the best, replacement of failed new cells,
+parallel trials, resume, the incumbent at the largest budget, BOHB's model, and a real
+training search through the CLI with each config."""
+
+from __future__ import annotations
+
+import json
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from test_search_loop import OP_VALUE, SPACE
+
+from lightning_nas.search import TabularEvaluator, read_journal, run_search, without_timing
+from lightning_nas.search.cli import main_search
+from lightning_nas.search.multi_fidelity import (
+    BOHB,
+    Hyperband,
+    SuccessiveHalving,
+    hyperband_brackets,
+)
+from lightning_nas.search.training import TrainingEvaluator
+from lightning_nas.spaces.base import Arch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FidelityEvaluator:
+    """A fake accuracy that rises with the budget (epochs) and with the cell's ops; fails
+    for cells that are all 'none' at the first ask (picklable, module level)."""
+
+    primary_metric = "acc"
+    supports_fidelity = True
+
+    def __init__(self, fail_digests: frozenset[str] = frozenset()):
+        self.fail_digests = fail_digests
+        self.calls: list[tuple[str, float]] = []
+
+    def __call__(self, arch: Arch, fidelity: float | None = None) -> dict[str, float]:
+        self.calls.append((arch.digest, fidelity))
+        if arch.digest in self.fail_digests:
+            raise RuntimeError("diverged")
+        noise = random.Random(f"{arch.digest}|{fidelity}").random()
+        acc = 50 + sum(OP_VALUE[op] for op in arch.values()) + 2 * fidelity + noise
+        return {"acc": acc, "epochs": fidelity}
+
+
+def test_brackets_are_hyperbands_table():
+    """Li et al. 2018, Table 1 (R = 81, eta = 3), and the digits configs' R = 9."""
+    table = hyperband_brackets(1, 81, 3)
+    assert [(b["s"], b["sizes"], b["fidelities"]) for b in table] == [
+        (4, [81, 27, 9, 3, 1], [1, 3, 9, 27, 81]), (3, [34, 11, 3, 1], [3, 9, 27, 81]),
+        (2, [15, 5, 1], [9, 27, 81]), (1, [8, 2], [27, 81]), (0, [5], [81])]
+    assert [(b["sizes"], b["fidelities"]) for b in hyperband_brackets(1, 9, 3)] == [
+        ([9, 3, 1], [1, 3, 9]), ([5, 1], [3, 9]), ([3], [9])]
+    with pytest.raises(ValueError, match="eta must be > 1"):
+        hyperband_brackets(1, 9, 1)
+    with pytest.raises(ValueError, match="min_fidelity <= max_fidelity"):
+        hyperband_brackets(9, 1, 3)
+
+
+def test_hyperband_promotes_the_best_of_each_rung_and_the_incumbent_is_at_full_budget(
+        tmp_path):
+    result = run_search(SPACE, Hyperband(SPACE, seed=1), FidelityEvaluator(),
+                        run_dir=tmp_path, budget_trials=13 + 6 + 3 + 13, progress=False)
+    recs = result.records
+    assert [r["fidelity"] for r in recs] == [1] * 9 + [3] * 3 + [9] + [3] * 5 + [9] + \
+        [9] * 3 + [1] * 9 + [3] * 3 + [9]
+    rung0 = sorted(recs[:9], key=lambda r: -r["objective"])
+    assert [r["arch"] for r in recs[9:12]] == [r["arch"] for r in rung0[:3]]
+    best_of_rung1 = max(recs[9:12], key=lambda r: r["objective"])
+    assert recs[12]["arch"] == best_of_rung1["arch"]
+    assert recs[18]["arch"] == max(recs[13:18], key=lambda r: r["objective"])["arch"]
+    # new cells are never repeated; promoted ones are the same cells again
+    assert len({r["arch"] for r in recs[:9] + recs[13:18] + recs[19:31]}) == 26
+    # the incumbent: the best at 9 epochs, not the best score of any budget
+    at_full = [r for r in recs if r["fidelity"] == 9]
+    assert result.best == max(at_full, key=lambda r: r["objective"])
+    assert json.loads((tmp_path / "arch.json").read_text())["trial"] == result.best["trial"]
+
+
+def test_successive_halving_repeats_the_most_aggressive_bracket(tmp_path):
+    result = run_search(SPACE, SuccessiveHalving(SPACE, min_fidelity=1, max_fidelity=4, eta=2),
+                        FidelityEvaluator(), run_dir=tmp_path, budget_trials=2 * 15,
+                        progress=False)
+    # s_max = 2, n = ceil(3 / 3 * 2^2) = 4: 4 cells x 1 epoch, the best 2 x 2, the best 1 x 4
+    one_round = [1] * 4 + [2] * 2 + [4]
+    assert [r["fidelity"] for r in result.records][:14] == one_round * 2
+
+
+def test_a_failed_new_cell_is_replaced_and_a_failed_promotion_is_dropped(tmp_path):
+    probe = run_search(SPACE, Hyperband(SPACE, seed=2), FidelityEvaluator(),
+                       run_dir=tmp_path / "probe", budget_trials=9, progress=False)
+    first = Arch.from_dict(probe.records[0]["arch_json"])
+    result = run_search(SPACE, Hyperband(SPACE, seed=2),
+                        FidelityEvaluator(frozenset({first.digest})),
+                        run_dir=tmp_path / "run", budget_trials=14, progress=False)
+    statuses = [(r["status"], r["fidelity"]) for r in result.records]
+    assert statuses[0] == ("failed", 1)
+    assert statuses[1:10] == [("ok", 1)] * 9  # a tenth new cell took its place
+    assert [f for _, f in statuses[10:14]] == [3, 3, 3, 9]
+
+
+def test_parallel_trials_start_the_next_bracket_and_the_search_is_reproducible(tmp_path):
+    def search(run_dir):
+        with ThreadPoolExecutor(4) as pool:
+            return run_search(SPACE, Hyperband(SPACE, seed=3), FidelityEvaluator(),
+                              run_dir=run_dir, budget_trials=30, executor=pool,
+                              progress=False)
+
+    a, b = search(tmp_path / "a"), search(tmp_path / "b")
+    assert without_timing(a.records) == without_timing(b.records)
+    fidelities = [r["fidelity"] for r in a.records]
+    assert len(fidelities) == 30 and fidelities[:9] == [1] * 9
+    # while bracket 2's first rung finishes, bracket 1 starts (3 epochs) before any promotion
+    assert fidelities[9] == 3 and set(fidelities) == {1, 3, 9}
+
+
+class Interrupt(BaseException):
+    """Stands for a killed process (the loop catches only Exception)."""
+
+
+class InterruptingEvaluator(FidelityEvaluator):
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def __call__(self, arch, fidelity=None):
+        if len(self.calls) + 1 == self.at:
+            raise Interrupt
+        return super().__call__(arch, fidelity)
+
+
+@pytest.mark.parametrize("kind", ["hyperband", "bohb"])
+def test_a_killed_search_resumes_to_the_uninterrupted_journal(tmp_path, kind):
+    def sampler():
+        return Hyperband(SPACE, seed=4) if kind == "hyperband" else BOHB(SPACE, seed=4)
+
+    whole = run_search(SPACE, sampler(), FidelityEvaluator(), run_dir=tmp_path / "whole",
+                       budget_trials=40, progress=False)
+    broken = tmp_path / "broken"
+    with pytest.raises(Interrupt):  # snapshots every 8 records; killed at call 22
+        run_search(SPACE, sampler(), InterruptingEvaluator(22), run_dir=broken,
+                   budget_trials=40, progress=False, save_seconds=float("inf"), save_every=8)
+    assert len(read_journal(broken)) == 21
+    run_search(SPACE, sampler(), FidelityEvaluator(), run_dir=broken, budget_trials=40,
+               resume=True, progress=False)
+    assert without_timing(read_journal(broken)) == without_timing(whole.records)
+
+
+def test_bohb_density_is_the_aitchison_aitken_average():
+    bohb = BOHB(SPACE, bandwidth=0.2)
+    points = [[0, 1, 2, 3, 4, 0], [0, 2, 2, 3, 4, 1]]
+    # decision 0: both points agree -> 0.8; decision 1: one of two -> 0.5 * 0.8 + 0.5 * 0.05;
+    # decisions 2-4: 0.8; decision 5 (x = 0): one of two -> 0.425
+    x = [0, 1, 2, 3, 4, 0]
+    expected = 0.8 * 0.425 * 0.8 ** 3 * 0.425
+    assert bohb._density(points, x, 0.2) == pytest.approx(expected)
+    assert bohb._density(points, [1, 1, 2, 3, 4, 0], 0.2) == pytest.approx(
+        expected / 0.8 * 0.05)
+
+
+def test_bohb_model_proposes_better_new_cells_than_random(tmp_path):
+    """On the fake objective (3x3 convs best), BOHB's model-drawn new cells beat
+    Hyperband's random ones in mean objective at 1 epoch, with the same seeds."""
+    def new_cell_scores(sampler, run_dir):
+        result = run_search(SPACE, sampler, FidelityEvaluator(), run_dir=run_dir,
+                            budget_trials=120, progress=False)
+        seen, scores = set(), []
+        for r in result.records:  # new cells only: first appearance of a cell
+            if r["arch"] not in seen and r["status"] == "ok":
+                seen.add(r["arch"])
+                scores.append(r["objective"] - 2 * r["fidelity"])
+        return scores[20:]  # after the model has data
+
+    bohb = BOHB(SPACE, seed=5, random_fraction=0.0)
+    model = new_cell_scores(bohb, tmp_path / "bohb")
+    rand = new_cell_scores(Hyperband(SPACE, seed=5), tmp_path / "hb")
+    assert bohb.model_asks > 20
+    assert sum(model) / len(model) > sum(rand) / len(rand) + 2.0
+
+
+def test_bad_inputs_get_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="takes no fidelity"):
+        run_search(SPACE, Hyperband(SPACE), TabularEvaluator(), run_dir=tmp_path,
+                   budget_trials=2, progress=False)
+    with pytest.raises(ValueError, match="0 < min_bandwidth <= bandwidth < 1"):
+        BOHB(SPACE, bandwidth=1.5)
+    with pytest.raises(ValueError, match="whole number of epochs"):
+        from lightning_nas.data import DigitsDataModule
+
+        TrainingEvaluator(DigitsDataModule(val_fraction=0.2), space=SPACE)(
+            SPACE.sample(random.Random(0)), fidelity=1.5)
+
+
+@pytest.mark.parametrize("config", ["configs/search/digits_hyperband.yaml",
+                                    "configs/search/digits_bohb.yaml"])
+def test_multi_fidelity_configs_train_real_cells_at_their_budgets(tmp_path, config):
+    """Budgets 1..3 epochs (eta 3): bracket 1 trains 3 cells for 1 epoch and the best for 3,
+    through the CLI with the TrainingEvaluator on digits (2 batches an epoch)."""
+    summary = main_search([
+        "--config", str(ROOT / config), "--run_dir", str(tmp_path), "--budget_trials", "4",
+        "--progress", "false", "--wandb.enabled", "false",
+        "--sampler.init_args.max_fidelity", "3",
+        "--evaluator.init_args.trainer", '{"accelerator": "cpu", "devices": 1, '
+        '"limit_train_batches": 2, "limit_val_batches": 2}'])
+    recs = read_journal(tmp_path)
+    assert [(r["status"], r["fidelity"], r["metrics"]["epochs"]) for r in recs] == \
+        [("ok", 1, 1)] * 3 + [("ok", 3, 3)]
+    assert recs[3]["arch"] == max(recs[:3], key=lambda r: r["objective"])["arch"]
+    assert summary["best"]["trial"] == 3
