@@ -527,7 +527,8 @@ def _drawn_pictures(report: Report) -> str | None:
 
 
 def _pareto_section(report: Report) -> str | None:
-    """``pareto.png`` and a table of the non-dominated points of ``pareto.json``."""
+    """``pareto.png``, a table of the non-dominated points of ``pareto.json`` and one of its
+    reference points (published networks), when it has them."""
     parts = []
     png = _png_file(report.run_dir / "pareto.png", report)
     if png is not None:
@@ -547,9 +548,19 @@ def _pareto_section(report: Report) -> str | None:
                      _e(", ".join(f"{k} ({v})" for k, v in objectives.items())) +
                      (f"; hypervolume {hv:.4g}" if hv is not None else "") + "</p>")
         parts.append(_table(columns, ([p.get(c) for c in columns] for p in front)))
+        refs = [r for r in summary.get("references") or () if isinstance(r, dict)]
+        if refs:  # published networks measured like the candidates (pareto.reference_presets)
+            ref_columns = [c for c in REFERENCE_COLUMNS if any(c in r for r in refs)]
+            parts.append(f"<p>{len(refs)} reference network(s), not in the front:</p>")
+            parts.append(_table(ref_columns, ([r.get(c) for c in ref_columns] for r in refs)))
     elif summary is not None:
         report.skip("pareto.json: has no front list; table not shown")
     return "".join(parts) or None
+
+
+#: columns of the reference-points table (those present in some reference)
+REFERENCE_COLUMNS = ("name", "resolution", "accuracy", "latency_ms", "latency_source",
+                     "params", "macs", "flops", "published_top1")
 
 
 LATENCY_COLUMNS = ("epoch", "arch", "median_ms", "q1_ms", "q3_ms", "runs", "batch_size",

@@ -75,7 +75,10 @@ def synthetic_run(folder: Path) -> Path:
         "objectives": {"accuracy": "max", "latency_ms": "min"}, "hypervolume": 0.42,
         "n_candidates": 5, "front": [
             {"arch": "front-a", "accuracy": 0.9, "latency_ms": 3.0, "params": 1e5, "index": 0},
-            {"arch": f"front-b{EVIL}", "accuracy": 0.8, "latency_ms": 1.0, "index": 3}]}))
+            {"arch": f"front-b{EVIL}", "accuracy": 0.8, "latency_ms": 1.0, "index": 3}],
+        "references": [{"name": "MobileNetV3-Small", "resolution": 8, "latency_ms": 2.5,
+                        "latency_source": "hook", "params": 1_528_106,
+                        "published_top1": 67.4}]}))
     return folder
 
 
@@ -99,6 +102,8 @@ def test_every_section_appears_with_its_data(synthetic):
     assert "3 recorded of 3 configured" in page
     assert "best val/acc</th><td>0.7 (epoch 2)" in page
     assert "front-a" in page and "hypervolume 0.42" in page  # Pareto table
+    assert "1 reference network(s), not in the front" in page and "MobileNetV3-Small" in page
+    assert "<th>latency_source</th>" in page and "<th>macs</th>" not in page
     assert "median_ms" in page and "cpu &lt;x86&gt;" in page  # latency table
     assert "arch-0" in page and "arch-1" in page  # history table
     assert "not recorded in this run" in page  # no search journal: the trials section says so
