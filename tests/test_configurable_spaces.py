@@ -139,3 +139,36 @@ def test_latency_tables_list_the_spaces_ops():
     assert {k.split("|")[1] for k in parts if k.startswith("op|")} == set(NB201_OPS)
     parts = enumerate_parts(DartsSpace(ops=DARTS_OPS, channels=4, layers=3), (3, 8, 8))
     assert {k.split("|")[1] for k in parts if k.startswith("op|")} == set(DARTS_OPS) - {"none"}
+
+
+def test_path_and_hard_sample_strategies_follow_the_op_set():
+    """ENAS's controller and GDAS's hard sample on supernets with attention ops (the CLI
+    runs of every strategy on these spaces are in the configs' tests' style, not repeated)."""
+    from lightning_nas.strategies.controller import Controller
+
+    torch.manual_seed(0)
+    for space, options in ((NB201Space(ops=NB201_OPS), {"channels": 4, "cells_per_stage": 1}),
+                           (DartsSpace(ops=DARTS_OPS), {"channels": 4, "layers": 3,
+                                                        "channels_last": False})):
+        net = space.supernet(**options)
+        controller = Controller(net.decisions(), hidden=8)
+        generator = torch.Generator().manual_seed(0)
+        chosen = set()
+        x = torch.randn(2, 3, 8, 8)
+        for _ in range(4):
+            arch = net.arch_of(controller.sample(generator).choices)
+            space.validate(arch)
+            chosen |= {v for v in net.choices_of(arch).values() if isinstance(v, str)}
+            assert net.forward_path(x, arch).shape == (2, 10)
+        assert chosen <= set(space.ops) - ({"none"} if isinstance(space, DartsSpace) else set())
+        assert chosen & {"self_attention", "local_attention_3x3", "squeeze_excite"}
+        # GDAS: one op per edge runs, and every alpha gets a gradient (straight-through)
+        alphas = {c: torch.zeros(shape, requires_grad=True)
+                  for c, shape in net.alpha_shapes().items()}
+        none = torch.tensor([op == "none" for op in space.ops]) * -1e9  # every edge reaches
+        hard = {c: torch.nn.functional.gumbel_softmax(a + none, tau=1.0, hard=True)  # the output
+                for c, a in alphas.items()}
+        active = {c: [[int(row.argmax())] for row in h] for c, h in hard.items()}
+        net.forward_weighted(x, hard, active).sum().backward()
+        ops = [k for k, op in enumerate(space.ops) if op != "none"]  # (masked: no gradient)
+        assert all((a.grad[:, ops] != 0).all() for a in alphas.values())
