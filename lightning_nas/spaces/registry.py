@@ -265,17 +265,21 @@ def op_entries(names: Sequence[str]) -> list[str | dict[str, Any]]:
 
 
 def check_loadable(entries: Any) -> None:
-    """A space spec read from a file may name ops by ``class_path``: only lightning-nas
-    modules and modules already imported are used (a file never imports other code)."""
-    if not isinstance(entries, Sequence) or isinstance(entries, str):
-        return
-    for entry in entries:
-        if isinstance(entry, Mapping) and "class_path" in entry:
-            module = str(entry["class_path"]).rpartition(".")[0]
+    """A space spec read from a file may name ops by ``class_path`` (anywhere in its
+    arguments): only lightning-nas modules and modules already imported are used (a file
+    never imports other code)."""
+    if isinstance(entries, Mapping):
+        if "class_path" in entries and "name" in entries:
+            module = str(entries["class_path"]).rpartition(".")[0]
             if not module.startswith("lightning_nas.") and module not in sys.modules:
-                raise ValueError(f"the checkpoint's space uses op {entry.get('name')!r} from "
-                                 f"{entry['class_path']!r}; import {module!r} (or register the "
-                                 "op) before loading it: a file never imports code")
+                raise ValueError(f"the checkpoint's space uses op {entries.get('name')!r} from "
+                                 f"{entries['class_path']!r}; import {module!r} (or register "
+                                 "the op) before loading it: a file never imports code")
+        for value in entries.values():
+            check_loadable(value)
+    elif isinstance(entries, Sequence) and not isinstance(entries, str):
+        for entry in entries:
+            check_loadable(entry)
 
 
 def channels_kept(name: str, c_in: int, c_out: int) -> None:

@@ -212,7 +212,7 @@ def space_from_spec(spec: dict[str, Any]) -> Any:
     args = dict(spec.get("init_args") or {})
     from lightning_nas.spaces.registry import check_loadable
 
-    check_loadable(args.get("ops"))  # ops by class_path: only from modules imported already
+    check_loadable(args)  # ops by class_path: only from modules imported already
     if isinstance(args.get("constraints"), dict):
         args["constraints"] = Constraints(**args["constraints"])
     return cls(**args)
