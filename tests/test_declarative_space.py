@@ -133,9 +133,10 @@ def test_bad_yaml_names_the_field(tmp_path):
         DeclarativeSpace(stages=[{"width": 4}])
 
 
-def test_spos_config_trains_the_declarative_space_through_the_cli(tmp_path):
-    """configs/spos/declarative_digits.yaml a few steps; the checkpoint rebuilds the space
-    (one validation batch: "1" would parse as 1.0, all batches)."""
+def test_spos_configs_train_and_search_the_declarative_space_through_the_cli(tmp_path):
+    """configs/spos/declarative_digits.yaml a few steps (one validation batch: "1" would parse
+    as 1.0, all batches); the checkpoint rebuilds the space; then
+    configs/search/spos_declarative_digits.yaml scores 3 of its paths."""
     from pathlib import Path
 
     from lightning_nas.cli import main
@@ -152,3 +153,13 @@ def test_spos_config_trains_the_declarative_space_through_the_cli(tmp_path):
     assert arch.space == sp.name == "conv_attention_digits" and sp.validate(arch) == arch
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(supernet.subnet(arch).eval()(x), supernet.forward_path(x, arch))
+    import json
+
+    search = tmp_path / "search"
+    main(["search", "--config", str(root / "configs/search/spos_declarative_digits.yaml"),
+          "--run_dir", str(search), "--evaluator.init_args.checkpoint",
+          str(tmp_path / "checkpoints" / "last.ckpt"), "--evaluator.init_args.calibration_images",
+          "64", "--budget_trials", "3", "--sampler.init_args.population_size", "2",
+          "--sampler.init_args.sample_size", "2", "--progress", "false"])
+    assert json.loads((search / "summary.json").read_text())["counts"]["ok"] == 3
+    assert sp.validate(Arch.load(search / "arch.json")).space == "conv_attention_digits"
