@@ -1,8 +1,8 @@
 """A user's op registered in YAML only (a ``class_path`` to a module written here, no code in
 the package) is searched by DARTS on digits through `lightning-nas fit`, ends up in the
 genotype and arch.json, and the found cell trains with configs/train/digits.yaml; the
-attention configs run a few steps (configs/darts/digits_attention.yaml with the user's op
-added; the NB201 attention config on a miniature CIFAR-10 zip in the shared zip's layout)."""
+attention configs run a few steps (configs/darts/digits_attention.yaml; the NB201 attention
+config on a miniature CIFAR-10 zip in the shared zip's layout)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ USER_OP = {"name": "user_blur", "class_path": "user_blur_ops.BlurConv",
 def fit_args(config: Path | str, run: Path, val_fraction: str) -> list[str]:
     """One epoch of 2 steps and one validation batch: ``val_fraction`` of the batches, since
     ``--trainer.limit_val_batches 1`` parses as 1.0 (all batches; jsonargparse reads the
-    Trainer's ``int | float`` as a float)."""
+    Trainer's ``int | float`` as a float, and Lightning a float 1.0 as 100%; 2.0 is 2)."""
     return ["fit", "--config", str(config), "--trainer.default_root_dir", str(run),
             "--trainer.logger.init_args.save_dir", str(run), "--trainer.enable_progress_bar",
             "false", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
@@ -93,19 +93,19 @@ def test_an_op_registered_in_yaml_is_searched_sampled_derived_and_trained(tmp_pa
 
     # the found cell trains with the training config (its space lists the op the same way)
     train = tmp_path / "train"
-    main([*fit_args(ROOT / "configs/train/digits.yaml", train, "0.34"), "--model.init_args.arch",
+    main([*fit_args(ROOT / "configs/train/digits.yaml", train, "0.34"),
+          "--model.init_args.arch",
           str(run / "arch.json"), "--model.init_args.space.init_args.channels", "4",
           "--model.init_args.space.init_args.layers", "3",
-          "--model.init_args.space.init_args.ops", json.dumps(ops),
-          "--trainer.limit_train_batches", "1"])
+          "--model.init_args.space.init_args.ops", json.dumps(ops)])
     assert "train/loss" in (train / "metrics.csv").read_text().splitlines()[0]
 
 
 def test_darts_attention_config_runs_a_few_steps(tmp_path):
     run = tmp_path / "run"
-    main([*fit_args(ROOT / "configs/darts/digits_attention.yaml", run, "0.03"),
+    main([*fit_args(ROOT / "configs/darts/digits_attention.yaml", run, "0.02"),
           "--model.init_args.channels", "4", "--model.init_args.layers", "3",
-          "--data.init_args.batch_size", "16"])
+          "--data.init_args.batch_size", "8"])
     arch = Arch.load(run / "arch.json")
     history = json.loads((run / "history.jsonl").read_text().splitlines()[-1])
     assert history["primitives"][-3:] == ["self_attention", "local_attention_3x3",

@@ -159,7 +159,7 @@ def test_spos_configs_train_and_search_the_declarative_space_through_the_cli(tmp
     main(["search", "--config", str(root / "configs/search/spos_declarative_digits.yaml"),
           "--run_dir", str(search), "--evaluator.init_args.checkpoint",
           str(tmp_path / "checkpoints" / "last.ckpt"), "--evaluator.init_args.calibration_images",
-          "64", "--budget_trials", "3", "--sampler.init_args.population_size", "2",
+          "16", "--budget_trials", "3", "--sampler.init_args.population_size", "2",
           "--sampler.init_args.sample_size", "2", "--progress", "false"])
     assert json.loads((search / "summary.json").read_text())["counts"]["ok"] == 3
     assert sp.validate(Arch.load(search / "arch.json")).space == "conv_attention_digits"
