@@ -14,9 +14,10 @@ from lightning_nas.spaces.attention import (
     SelfAttentionOp,
     SpatialSelfAttention,
     SqueezeExciteOp,
+    TransformerBlockOp,
 )
 
-OPS = (SelfAttentionOp, LocalAttentionOp, SqueezeExciteOp)
+OPS = (SelfAttentionOp, LocalAttentionOp, SqueezeExciteOp, TransformerBlockOp)
 
 
 @pytest.mark.parametrize("op_class", OPS)
@@ -135,3 +136,21 @@ def test_heads_must_divide_the_channels():
         LocalAttentionOp(4, 4, 1, window=2)
     with pytest.raises(ValueError, match="stride 1 or 2"):
         SelfAttentionOp(4, 4, 3)
+
+
+def test_transformer_block_is_two_residual_branches():
+    """With the attention output projection and the MLP's last conv zero, the block is the
+    identity; each branch alone adds its own term."""
+    torch.manual_seed(5)
+    block = TransformerBlockOp(4, 4, 1, heads=2, mlp_ratio=1.5).eval()
+    assert block.mlp[0].out_channels == 6
+    x = torch.randn(2, 4, 5, 5)
+    with torch.no_grad():
+        block.attention.proj.weight.zero_()
+        block.mlp[2].weight.zero_()
+        block.mlp[2].bias.zero_()
+        torch.testing.assert_close(block(x), x)
+        block.mlp[2].bias.fill_(0.5)
+        torch.testing.assert_close(block(x), x + 0.5)
+    with pytest.raises(ValueError, match="transformer_block: mlp_ratio must be > 0"):
+        TransformerBlockOp(4, 4, 1, mlp_ratio=0)

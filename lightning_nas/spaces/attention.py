@@ -13,6 +13,9 @@ works on the reduced map (a quarter of the positions, 1/16 of the attention matr
 * :class:`LocalAttentionOp`: each position attends to its ``window`` x ``window``
   neighbourhood (stand-alone self-attention, Ramachandran et al. 2019, Sec. 3.1) with a
   learned bias per head and offset in the window; positions outside the image are masked.
+* :class:`TransformerBlockOp`: a pre-norm transformer block (attention + MLP with
+  ``mlp_ratio``, both residual), for network spaces whose blocks choose between
+  convolutions and attention.
 * :class:`SqueezeExciteOp`: channel gating ``x * sigmoid(W2 relu(W1 mean_hw(x)))`` (Hu et al.
   2018, Eq. 2-3), :class:`~lightning_nas.spaces.mobilenet.SqueezeExcite` with a sigmoid gate.
 
@@ -170,6 +173,38 @@ class LocalAttentionOp(nn.Sequential):
                  heads: int = 2, window: int = 3):
         super().__init__(*_reduce(stride), LocalSelfAttention(c_in, c_out, heads, window),
                          nn.BatchNorm2d(c_out, affine=affine))
+
+
+class TransformerBlockOp(nn.Module):
+    """Cell op / block: a pre-norm vision-transformer block on the feature map.
+
+    [3x3 avg pool, stride 2] -> [1x1 conv + BN when C_in != C_out] -> ``x + MHSA(BN(x))`` ->
+    ``x + MLP(BN(x))`` with the MLP two 1x1 convs C -> ``mlp_ratio`` * C -> C and a GELU
+    (Dosovitskiy et al. 2021, Eq. 2-3, with batch norm for layer norm as on conv feature
+    maps); the attention is :class:`SpatialSelfAttention` (relative position bias).
+    (B, C_in, H, W) -> (B, C_out, H / stride, W / stride); ``heads`` must divide ``C_out``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int, affine: bool = True, *,
+                 heads: int = 2, mlp_ratio: float = 2.0, max_distance: int = 7):
+        super().__init__()
+        if mlp_ratio <= 0:
+            raise ValueError(f"transformer_block: mlp_ratio must be > 0, got {mlp_ratio}")
+        layers = _reduce(stride)
+        if c_in != c_out:
+            layers += [nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out, affine=affine)]
+        self.reduce = nn.Sequential(*layers)
+        hidden = max(1, round(c_out * mlp_ratio))
+        self.norm1 = nn.BatchNorm2d(c_out, affine=affine)
+        self.attention = SpatialSelfAttention(c_out, c_out, heads, max_distance)
+        self.norm2 = nn.BatchNorm2d(c_out, affine=affine)
+        self.mlp = nn.Sequential(nn.Conv2d(c_out, hidden, 1), nn.GELU(),
+                                 nn.Conv2d(hidden, c_out, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.reduce(x)  # (B, C_out, H', W')
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
 
 
 class SqueezeExciteOp(nn.Sequential):

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from lightning_nas.spaces.attention import LocalAttentionOp, SelfAttentionOp, SqueezeExciteOp
+from lightning_nas.spaces.attention import (
+    LocalAttentionOp,
+    SelfAttentionOp,
+    SqueezeExciteOp,
+    TransformerBlockOp,
+)
 from lightning_nas.spaces.ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero
 from lightning_nas.spaces.registry import channels_kept, register_op
 
@@ -86,6 +91,7 @@ def _nor_conv_3x3(c_in: int, c_out: int, stride: int, affine: bool = True) -> nn
 register_op("self_attention", SelfAttentionOp)  # 2 heads, offsets clipped to 7
 register_op("local_attention_3x3", LocalAttentionOp)  # 2 heads, 3x3 window
 register_op("squeeze_excite", SqueezeExciteOp)  # bottleneck C / 4
+register_op("transformer_block", TransformerBlockOp)  # 2 heads, MLP ratio 2
 
 
 # -- MobileNetV2 inverted bottlenecks (ReLU, no SE), as in ProxylessNAS's op set -------------
