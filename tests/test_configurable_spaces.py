@@ -172,3 +172,36 @@ def test_path_and_hard_sample_strategies_follow_the_op_set():
         net.forward_weighted(x, hard, active).sum().backward()
         ops = [k for k, op in enumerate(space.ops) if op != "none"]  # (masked: no gradient)
         assert all((a.grad[:, ops] != 0).all() for a in alphas.values())
+
+
+def test_nb201_cells_with_another_node_count():
+    """5 nodes: 10 edges, the string has 4 node groups; supernet, derive, extraction, the
+    latency table and the picture follow; the benchmark's index does not apply."""
+    from lightning_nas.pictures import draw_nb201_cell
+
+    space = NB201Space(ops=NB201_OPS, nodes=5, channels=4, cells_per_stage=1)
+    assert space.edges[-1] == "4<-3" and len(space.edges) == 10 and len(space) == 4 ** 10
+    arch = space.sample(random.Random(0))
+    text = space.to_string(arch)
+    assert text.count("+") == 3 and text.endswith("~3|") and space.parse(text) == arch
+    assert space.decode(space.encode(arch)) == arch and len(space.encode(arch)) == 10
+    assert space_from_spec(space_spec(space)).nodes == 5
+    with pytest.raises(ArchError, match="of 5 nodes has edges"):
+        space.validate(NB201Space(ops=NB201_OPS).sample(random.Random(0)))
+    with pytest.raises(ArchError, match="4-node cells only"):
+        NB201Space(nodes=5).index(NB201Space(nodes=5).sample(random.Random(0)))
+    net = space.supernet()
+    assert net.alpha_shapes() == {"cell": (10, 4)}
+    assert net.edge_groups() == {"cell": [[0], [1, 2], [3, 4, 5], [6, 7, 8, 9]]}
+    derived = net.derive({"cell": torch.eye(4)[[2] * 10]})
+    assert set(derived.values()) == {"nor_conv_3x3"} and NB201Space.cell_depth(derived) == 4
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(net.subnet(derived).train()(x),
+                               net.train().forward_path(x, derived), atol=1e-5, rtol=1e-5)
+    parts = enumerate_parts(space, (3, 8, 8))
+    assert "op|local_attention_3x3|c4|h8" in parts
+    fig = draw_nb201_cell(arch)
+    assert len([t for t in fig.axes[0].texts if (t.get_gid() or "").startswith("edge:")]) == \
+        sum(op != "none" for op in arch.values())
+    with pytest.raises(ValueError, match="nodes must be an integer >= 2"):
+        NB201Space(nodes=1)

@@ -47,7 +47,7 @@ from torch import nn
 from lightning_nas.hardware.latency import LatencyResult, device_name, measure_latency
 from lightning_nas.spaces.base import Arch, SearchSpace
 from lightning_nas.spaces.darts import CELL_TYPES, DartsSpace
-from lightning_nas.spaces.nb201 import EDGES, NB201Space, ResNetBasicBlock, make_op
+from lightning_nas.spaces.nb201 import NB201Space, ResNetBasicBlock, make_op
 from lightning_nas.spaces.ops import FactorizedReduce, ReLUConvBN
 from lightning_nas.spaces.registry import build_op
 
@@ -234,7 +234,7 @@ class CellLatencyTable:
             return self._edge_tables[key]
         out: dict[str, torch.Tensor] = {}
         if isinstance(self.space, NB201Space):
-            lat = torch.zeros(len(EDGES), len(self.space.ops), dtype=torch.float64)
+            lat = torch.zeros(len(self.space.edges), len(self.space.ops), dtype=torch.float64)
             c, size = int(self.space.build_defaults["channels"]), self.input_shape[-1]
             n = int(self.space.build_defaults["cells_per_stage"])
             for stage in range(3):
@@ -264,7 +264,7 @@ class CellLatencyTable:
         """The expected number of times each edge is kept: 1 for NB201; for a DARTS node
         with n incoming edges ``2 / n`` each, or ``2 x`` the normalised edge weights."""
         if isinstance(self.space, NB201Space):
-            return {"cell": torch.ones(len(EDGES))}
+            return {"cell": torch.ones(len(self.space.edges))}
         out = {}
         for kind in CELL_TYPES:
             if edge_weights is not None:

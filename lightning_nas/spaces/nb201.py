@@ -56,6 +56,27 @@ EDGES: tuple[tuple[int, int], ...] = tuple(
 EDGE_LABELS: tuple[str, ...] = tuple(f"{j}<-{i}" for j, i in EDGES)
 #: Number of cells in the space.
 NUM_ARCHS = len(OPS) ** len(EDGES)
+
+
+def cell_edges(nodes: int = NUM_NODES) -> tuple[tuple[int, int], ...]:
+    """The ``(to, from)`` edges of a cell of ``nodes`` nodes, in string / decision order."""
+    return tuple((j, i) for j in range(1, nodes) for i in range(j))
+
+
+def edge_labels(nodes: int = NUM_NODES) -> tuple[str, ...]:
+    """Arch labels ``"j<-i"`` of a cell of ``nodes`` nodes."""
+    return tuple(f"{j}<-{i}" for j, i in cell_edges(nodes))
+
+
+def nodes_of(num_edges: int) -> int:
+    """Node count of a cell with ``num_edges`` edges (n (n - 1) / 2 of them)."""
+    n = round((1 + (1 + 8 * num_edges) ** 0.5) / 2)
+    if n * (n - 1) // 2 != num_edges or n < 2:
+        raise ArchError(f"{num_edges} edges do not make a complete cell DAG (n (n - 1) / 2 "
+                        "edges for n nodes)")
+    return n
+
+
 #: Ops without parameters: they add no depth (:meth:`NB201Space.cell_depth`).
 _PARAMETER_FREE = frozenset({"none", "skip_connect", "avg_pool_3x3", "max_pool_3x3"})
 #: Seed of the benchmark's shuffle of the generated order.
@@ -67,7 +88,7 @@ _INDEX_SHUFFLE_SEED = 88
 # ---------------------------------------------------------------------------------------
 def _ops_to_string(ops: Sequence[str]) -> str:
     groups, k = [], 0
-    for j in range(1, NUM_NODES):
+    for j in range(1, nodes_of(len(ops))):
         groups.append("|" + "|".join(f"{ops[k + i]}~{i}" for i in range(j)) + "|")
         k += j
     return "+".join(groups)
@@ -76,16 +97,17 @@ def _ops_to_string(ops: Sequence[str]) -> str:
 _GROUP = re.compile(r"^\|(.*)\|$")
 
 
-def _parse_ops(text: str, allowed: Sequence[str] = OPS) -> tuple[str, ...]:
-    """The 6 op names of an official string, in edge order; ArchError names what is wrong
-    (``allowed``: the space's op set)."""
+def _parse_ops(text: str, allowed: Sequence[str] = OPS, nodes: int = NUM_NODES
+               ) -> tuple[str, ...]:
+    """The op names of an official string, in edge order; ArchError names what is wrong
+    (``allowed``: the space's op set; ``nodes``: its cells' node count)."""
     if not isinstance(text, str):
         raise ArchError(f"an NB201 architecture string must be a str, got {type(text).__name__}")
     example = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
     stripped = text.strip()
     groups = stripped.split("+")
-    if len(groups) != NUM_NODES - 1:
-        raise ArchError(f"an NB201 string has {NUM_NODES - 1} node groups joined by '+', got "
+    if len(groups) != nodes - 1:
+        raise ArchError(f"an NB201 string has {nodes - 1} node groups joined by '+', got "
                         f"{len(groups)} in {text!r}; example: {example}")
     ops: list[str] = []
     for j, group in enumerate(groups, start=1):
@@ -125,21 +147,24 @@ def _index_of() -> dict[str, int]:
     return {s: i for i, s in enumerate(_benchmark_order())}
 
 
-def arch_from_ops(ops: Sequence[str], allowed: Sequence[str] = OPS) -> Arch:
-    """An NB201 Arch from the 6 op names in edge order (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2);
-    ``allowed``: the space's op set (default the benchmark's 5)."""
-    if len(ops) != len(EDGES):
-        raise ArchError(f"an NB201 cell has {len(EDGES)} edges, got {len(ops)} ops")
-    for label, op in zip(EDGE_LABELS, ops):
+def arch_from_ops(ops: Sequence[str], allowed: Sequence[str] = OPS, nodes: int = NUM_NODES
+                  ) -> Arch:
+    """An NB201 Arch from the op names in edge order (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2 for
+    the benchmark's 4 nodes); ``allowed``: the space's op set (default the benchmark's 5)."""
+    labels = edge_labels(nodes)
+    if len(ops) != len(labels):
+        raise ArchError(f"an NB201 cell of {nodes} nodes has {len(labels)} edges, got "
+                        f"{len(ops)} ops")
+    for label, op in zip(labels, ops):
         if op not in allowed:
             raise ArchError(f"edge {label}: unknown operation {op!r}; the space's operations "
                             f"are {', '.join(allowed)}")
-    return Arch(SPACE_NAME, dict(zip(EDGE_LABELS, ops)))
+    return Arch(SPACE_NAME, dict(zip(labels, ops)))
 
 
 def arch_ops(arch: Arch) -> tuple[str, ...]:
-    """The 6 op names of ``arch`` in edge order."""
-    return tuple(arch[label] for label in EDGE_LABELS)
+    """The op names of ``arch`` in edge order."""
+    return tuple(arch[label] for label in edge_labels(nodes_of(len(arch))))
 
 
 def arch_index(arch: Arch | str) -> int:
@@ -218,7 +243,7 @@ class NB201Cell(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]
         k = 0
-        for j in range(1, NUM_NODES):
+        for j in range(1, nodes_of(len(self.edges))):
             total = None
             for i in range(j):
                 term = self.edges[k](nodes[i])
@@ -331,10 +356,12 @@ class NB201MixedOp(nn.Module):
 
 class NB201SearchCell(nn.Module):
     def __init__(self, c: int, affine: bool, track_running_stats: bool,
-                 partial_channels: int = 1, ops: Sequence[str] = OPS):
+                 partial_channels: int = 1, ops: Sequence[str] = OPS, nodes: int = NUM_NODES):
         super().__init__()
+        self.nodes = nodes
         self.edges = nn.ModuleList(
-            NB201MixedOp(c, affine, track_running_stats, partial_channels, ops) for _ in EDGES
+            NB201MixedOp(c, affine, track_running_stats, partial_channels, ops)
+            for _ in cell_edges(nodes)
         )
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor,
@@ -345,7 +372,7 @@ class NB201SearchCell(nn.Module):
         outputs (PC-DARTS). A node all of whose edges add nothing is zero."""
         nodes = [x]
         k = 0
-        for j in range(1, NUM_NODES):
+        for j in range(1, self.nodes):
             total = None
             for i in range(j):
                 term = self.edges[k](nodes[i], weights[k],
@@ -371,18 +398,22 @@ class NB201Supernet(_Body):
 
     def __init__(self, *, num_classes: int = 10, channels: int = 16, cells_per_stage: int = 5,
                  in_channels: int = 3, affine: bool = False, track_running_stats: bool = False,
-                 partial_channels: int = 1, ops: Sequence[str] = OPS):
+                 partial_channels: int = 1, ops: Sequence[str] = OPS,
+                 nodes: int = NUM_NODES):
         ops = tuple(ops)
         super().__init__(lambda c: NB201SearchCell(c, affine, track_running_stats,
-                                                   partial_channels, ops),
+                                                   partial_channels, ops, nodes),
                          num_classes=num_classes, channels=channels,
                          cells_per_stage=cells_per_stage, in_channels=in_channels)
         self.build_options = {"num_classes": num_classes, "channels": channels,
                               "cells_per_stage": cells_per_stage, "in_channels": in_channels}
         self.partial_channels = partial_channels
         self.op_names = ops
+        self.nodes = nodes
+        self.edge_labels = edge_labels(nodes)
         # NB201Space.supernet sets its own
-        self.space = NB201Space(**self.build_options, ops=None if ops == OPS else list(ops))
+        self.space = NB201Space(**self.build_options, ops=None if ops == OPS else list(ops),
+                                nodes=nodes)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor,
                 active: Sequence[Sequence[int]] | None = None,
@@ -390,8 +421,9 @@ class NB201Supernet(_Body):
         """Logits (B, num_classes) with every cell's edges mixed by ``weights`` (6, num_ops);
         ``active[k]`` restricts edge k to those op indices (one path, GDAS); ``edge_weights``
         (6,) scale the edges' outputs (PC-DARTS)."""
-        if weights.shape != (len(EDGES), len(self.op_names)):
-            raise ValueError(f"weights must be ({len(EDGES)}, {len(self.op_names)}) (edges x "
+        if weights.shape != (len(self.edge_labels), len(self.op_names)):
+            raise ValueError(f"weights must be ({len(self.edge_labels)}, {len(self.op_names)}) "
+                             f"(edges x "
                              f"ops), got {tuple(weights.shape)}")
         x = self.stem(x)
         for cell in self.cells:
@@ -402,22 +434,23 @@ class NB201Supernet(_Body):
     # -- the supernet interface (lightning_nas.spaces.supernet) ------------------------------
     def decisions(self) -> list[Decision]:
         """One op per edge, in :data:`EDGES` order."""
-        return [Decision(label, self.op_names) for label in EDGE_LABELS]
+        return [Decision(label, self.op_names) for label in self.edge_labels]
 
     def arch_of(self, choices: Mapping[str, Any]) -> Arch:
-        return arch_from_ops([choices[label] for label in EDGE_LABELS], self.op_names)
+        return arch_from_ops([choices[label] for label in self.edge_labels], self.op_names,
+                             self.nodes)
 
     def choices_of(self, arch: Arch) -> dict[str, Any]:
         self.space.validate(arch)
-        return {label: arch[label] for label in EDGE_LABELS}
+        return {label: arch[label] for label in self.edge_labels}
 
     def alpha_shapes(self) -> dict[str, tuple[int, int]]:
-        return {"cell": (len(EDGES), len(self.op_names))}
+        return {"cell": (len(self.edge_labels), len(self.op_names))}
 
     def edge_groups(self) -> dict[str, list[list[int]]]:
         """The edge rows into node 1, 2 and 3."""
-        return {"cell": [[k for k, (j, _) in enumerate(EDGES) if j == node]
-                         for node in range(1, NUM_NODES)]}
+        return {"cell": [[k for k, (j, _) in enumerate(cell_edges(self.nodes)) if j == node]
+                         for node in range(1, self.nodes)]}
 
     def forward_weighted(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor],
                          active: Mapping[str, Sequence[Sequence[int]]] | None = None,
@@ -429,9 +462,9 @@ class NB201Supernet(_Body):
     def path_weights(self, arch: Arch) -> tuple[torch.Tensor, list[list[int]]]:
         """One-hot (6, num_ops) weights of ``arch`` and the op index each edge runs."""
         index = [self.op_names.index(op) for op in arch_ops(self.space.validate(arch))]
-        weights = torch.zeros(len(EDGES), len(self.op_names),
-                              device=self.classifier.weight.device)
-        weights[torch.arange(len(EDGES)), torch.tensor(index)] = 1.0
+        edges = len(self.edge_labels)
+        weights = torch.zeros(edges, len(self.op_names), device=self.classifier.weight.device)
+        weights[torch.arange(edges), torch.tensor(index)] = 1.0
         return weights, [[k] for k in index]
 
     def forward_path(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
@@ -443,7 +476,7 @@ class NB201Supernet(_Body):
         """The strongest op of every edge, 'none' included (as NAS-Bench-201's DARTS; every
         edge stays, so edge weights do not change the choice)."""
         best = weights["cell"].detach().argmax(-1).tolist()
-        return arch_from_ops([self.op_names[k] for k in best], self.op_names)
+        return arch_from_ops([self.op_names[k] for k in best], self.op_names, self.nodes)
 
     def subnet(self, arch: Arch) -> nn.Module:
         """The standalone network of ``arch`` with this supernet's weights (its batch-norm
@@ -499,17 +532,23 @@ class NB201Space(SearchSpace):
         ops: the operation set (names of :mod:`lightning_nas.spaces.registry` or ``{name,
             class_path, init_args}`` entries); None: the benchmark's 5 (:data:`OPS`). The
             benchmark's index and tabular accuracies exist for the default set only.
+        nodes: nodes per cell (4 in the benchmark: input, two inner nodes, output); every
+            earlier node feeds every later one, so ``nodes * (nodes - 1) / 2`` edges.
         constraints: limits enforced by :meth:`validate`.
     """
 
     name = SPACE_NAME
     ops = OPS  # the default set (an instance holds its own)
-    edges = EDGE_LABELS
+    edges = EDGE_LABELS  # the default cell's (an instance holds its own)
 
     def __init__(self, *, num_classes: int = 10, channels: int = 16, cells_per_stage: int = 5,
                  in_channels: int = 3, ops: list[str | dict[str, Any]] | None = None,
-                 constraints: Constraints | None = None):
+                 nodes: int = NUM_NODES, constraints: Constraints | None = None):
         super().__init__(constraints)
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 2:
+            raise ValueError(f"nodes must be an integer >= 2 (input and output), got {nodes!r}")
+        self.nodes = nodes
+        self.edges = edge_labels(nodes)
         #: the op set, in the order of the (6, num_ops) weights and of the encoding
         self.ops = space_ops(ops, OPS, space="NB201Space")
         if channels < 1 or cells_per_stage < 0 or num_classes < 1 or in_channels < 1:
@@ -521,31 +560,35 @@ class NB201Space(SearchSpace):
                                "cells_per_stage": cells_per_stage, "in_channels": in_channels}
 
     def __len__(self) -> int:
-        return len(self.ops) ** len(EDGES)
+        return len(self.ops) ** len(self.edges)
 
     @property
     def is_benchmark(self) -> bool:
-        """Whether the op set is the benchmark's (so its index and table apply)."""
-        return self.ops == OPS
+        """Whether op set and node count are the benchmark's (so its index and table apply)."""
+        return self.ops == OPS and self.nodes == NUM_NODES
 
     def _require_benchmark(self, what: str) -> None:
         if not self.is_benchmark:
-            raise ArchError(f"{what} exists for the benchmark's op set {list(OPS)} only; this "
-                            f"space's ops are {list(self.ops)} (no tabular accuracies: train or "
-                            "use a supernet evaluator)")
+            raise ArchError(f"{what} exists for the benchmark's op set {list(OPS)} and "
+                            f"{NUM_NODES}-node cells only; this space's ops are {list(self.ops)}"
+                            f" with {self.nodes} nodes (no tabular accuracies: train or use a "
+                            "supernet evaluator)")
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments as plain data (``NB201Space(**space.config())``)."""
         limits = self.constraints
-        ops = {} if self.is_benchmark else {"ops": op_entries(self.ops)}
+        ops = {} if self.ops == OPS else {"ops": op_entries(self.ops)}
+        if self.nodes != NUM_NODES:
+            ops["nodes"] = self.nodes
         return {**self.build_defaults, **ops, "constraints": None if limits == Constraints() else
                 {"max_params": limits.max_params, "max_layers": limits.max_layers}}
 
     # -- membership ------------------------------------------------------------------------
     def check(self, arch: Arch) -> None:
-        if set(arch) != set(EDGE_LABELS):
-            raise ArchError(f"an NB201 cell has edges {list(EDGE_LABELS)}; got {sorted(arch)}")
-        for label in EDGE_LABELS:
+        if set(arch) != set(self.edges):
+            raise ArchError(f"an NB201 cell of {self.nodes} nodes has edges {list(self.edges)}; "
+                            f"got {sorted(arch)}")
+        for label in self.edges:
             if arch[label] not in self.ops:
                 raise ArchError(f"edge {label}: unknown operation {arch[label]!r}; the space's "
                                 f"operations are {', '.join(self.ops)}")
@@ -561,8 +604,9 @@ class NB201Space(SearchSpace):
         Paths may pass through skip/pool edges (which add no depth); 0 when every path from
         input to output goes through 'none' or no path has a conv.
         """
-        best: list[int | None] = [0] + [None] * (NUM_NODES - 1)
-        for (j, i), label in zip(EDGES, EDGE_LABELS):
+        nodes = nodes_of(len(arch))
+        best: list[int | None] = [0] + [None] * (nodes - 1)
+        for (j, i), label in zip(cell_edges(nodes), edge_labels(nodes)):
             op = arch[label]
             if op == "none" or best[i] is None:
                 continue
@@ -576,7 +620,8 @@ class NB201Space(SearchSpace):
         return _ops_to_string(arch_ops(arch))
 
     def parse(self, text: str) -> Arch:
-        return self.validate(arch_from_ops(_parse_ops(text, self.ops), self.ops))
+        return self.validate(arch_from_ops(_parse_ops(text, self.ops, self.nodes), self.ops,
+                                           self.nodes))
 
     def index(self, arch: Arch | str) -> int:
         """The benchmark index (0..15624) of an Arch or string (benchmark op set only)."""
@@ -592,31 +637,31 @@ class NB201Space(SearchSpace):
 
     # -- sampling --------------------------------------------------------------------------
     def sample(self, rng: random.Random) -> Arch:
-        return arch_from_ops([rng.choice(self.ops) for _ in EDGES], self.ops)
+        return arch_from_ops([rng.choice(self.ops) for _ in self.edges], self.ops, self.nodes)
 
     def mutate(self, arch: Arch, rng: random.Random) -> Arch:
         """Change the op of one uniformly chosen edge to one of the other ops."""
         self.validate(arch)
-        label = rng.choice(EDGE_LABELS)
+        label = rng.choice(self.edges)
         return arch.replace(**{label: rng.choice([op for op in self.ops if op != arch[label]])})
 
     # -- categorical view ------------------------------------------------------------------
     def decisions(self) -> list[tuple[str, tuple[Any, ...]]]:
         """One decision per edge (in :data:`EDGES` order) over the space's ops."""
-        return [(label, self.ops) for label in EDGE_LABELS]
+        return [(label, self.ops) for label in self.edges]
 
     def encode(self, arch: Arch) -> list[int]:
         self.validate(arch)
-        return [self.ops.index(arch[label]) for label in EDGE_LABELS]
+        return [self.ops.index(arch[label]) for label in self.edges]
 
     def decode(self, indices: Sequence[int]) -> Arch:
-        if len(indices) != len(EDGES):
-            raise ArchError(f"expected {len(EDGES)} decision indices, got {len(indices)}")
-        for label, i in zip(EDGE_LABELS, indices):
+        if len(indices) != len(self.edges):
+            raise ArchError(f"expected {len(self.edges)} decision indices, got {len(indices)}")
+        for label, i in zip(self.edges, indices):
             if not 0 <= int(i) < len(self.ops):
                 raise ArchError(f"edge {label}: op index {i} out of range "
                                 f"0..{len(self.ops) - 1}")
-        return arch_from_ops([self.ops[int(i)] for i in indices], self.ops)
+        return arch_from_ops([self.ops[int(i)] for i in indices], self.ops, self.nodes)
 
     # -- networks --------------------------------------------------------------------------
     def build(self, arch: Arch, **kwargs: Any) -> NB201Network:
@@ -631,7 +676,8 @@ class NB201Space(SearchSpace):
         """The weight-sharing network (:class:`NB201Supernet`, non-affine batch-norm with
         batch statistics, as the benchmark's one-shot searches); ``kwargs`` override the
         build defaults."""
-        net = NB201Supernet(**{**self.build_defaults, "ops": self.ops, **kwargs})
+        net = NB201Supernet(**{**self.build_defaults, "ops": self.ops, "nodes": self.nodes,
+                               **kwargs})
         net.space = self
         return net
 
