@@ -280,18 +280,23 @@ def draw_nb201_cell(arch: Arch, title: str = "NAS-Bench-201 cell") -> Figure:
     faint dashed lines without arrow head and **without a label**, so the labels are exactly
     the non-'none' ops in edge order.
     """
-    from lightning_nas.spaces.nb201 import EDGE_LABELS, EDGES
+    from lightning_nas.spaces.nb201 import cell_edges, edge_labels, nodes_of
 
+    nodes = nodes_of(len(arch))  # 4 in the benchmark; other node counts from config
     gap = 2.8
-    pos = {n: (gap * n, 0.0) for n in range(4)}
-    fig = _new_figure(5.6, 3.0)
+    pos = {n: (gap * n, 0.0) for n in range(nodes)}
+    fig = _new_figure(5.6 * max(1.0, (nodes - 1) / 3), 3.0)
     ax = fig.add_subplot()
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.88)
-    circles = {n: _draw_node(ax, xy, str(n), "#a6cee3" if n in (0, 3) else "#eeeeee",
+    circles = {n: _draw_node(ax, xy, str(n), "#a6cee3" if n in (0, nodes - 1) else "#eeeeee",
                              f"node:{n}") for n, xy in pos.items()}
-    bends = {(2, 0): -0.35, (3, 0): -0.42, (3, 1): 0.35}  # negative: above the line
+    if nodes == 4:
+        bends = {(2, 0): -0.35, (3, 0): -0.42, (3, 1): 0.35}  # negative: above the line
+    else:  # longer spans bend more, alternately above and below
+        bends = {(j, i): (-1) ** (i + 1) * min(0.5, 0.2 + 0.05 * (j - i))
+                 for j, i in cell_edges(nodes) if j - i > 1}
     labels = []
-    for (j, i), label in zip(EDGES, EDGE_LABELS):
+    for (j, i), label in zip(cell_edges(nodes), edge_labels(nodes)):
         op = str(arch[label])
         rad = bends.get((j, i), 0.0)
         none = op == "none"

@@ -184,6 +184,28 @@ CASES: list[Case] = [
                                                                  G.replace("sep_conv_3x3', 1",
                                                                            "conv_9x9', 1"))],
          1, r"unknown operation 'conv_9x9'"),
+    # --- op sets of cell spaces ---------------------------------------------------------------
+    Case("unknown op in the space's ops", lambda c: [*tiny_fit(c.p("r")), "--model.init_args.space",
+                                                     "lightning_nas.spaces.darts.DartsSpace",
+                                                     "--model.init_args.space.init_args.ops",
+                                                     '["none", "skip_connect", "attn_9"]'], 1,
+         r"ops\[2\]: unknown operation 'attn_9'; registered operations: .*self_attention"),
+    Case("op set with one real op", lambda c: [*tiny_fit(c.p("r")), "--model.init_args.space",
+                                               "lightning_nas.spaces.darts.DartsSpace",
+                                               "--model.init_args.space.init_args.ops",
+                                               '["none", "skip_connect"]'], 1,
+         r"at least 2 operation\(s\) other than 'none'"),
+    Case("attention heads not dividing channels", lambda c: [
+        *tiny_fit(c.p("r")), "--model.init_args.space", "lightning_nas.spaces.darts.DartsSpace",
+        "--model.init_args.space.init_args.ops",
+        '["skip_connect", {"name": "attn_h3", "class_path": '
+        '"lightning_nas.spaces.attention.SelfAttentionOp", "init_args": {"heads": 3}}]'], 1,
+         r"heads=3 must divide the op's 4 output channels \(set init_args.heads"),
+    Case("op class without (C_in, C_out, stride)", lambda c: [
+        *tiny_fit(c.p("r")), "--model.init_args.space", "lightning_nas.spaces.darts.DartsSpace",
+        "--model.init_args.space.init_args.ops",
+        '["skip_connect", {"name": "relu_op", "class_path": "torch.nn.ReLU"}]'], 1,
+         r"ops\[1\]: op 'relu_op': the builder must take \(C_in, C_out, stride\)"),
     Case("arch.json of another space", lambda c: ["fit", *tiny_train(
         c.p("r"), "--model.arch", c.p("nb201_arch.json"))], 1,
          r"belongs to the 'nb201' space, not 'darts'"),

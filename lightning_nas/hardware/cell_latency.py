@@ -46,9 +46,10 @@ from torch import nn
 
 from lightning_nas.hardware.latency import LatencyResult, device_name, measure_latency
 from lightning_nas.spaces.base import Arch, SearchSpace
-from lightning_nas.spaces.darts import BUILDABLE_OPS, CELL_TYPES, PRIMITIVES, DartsSpace
-from lightning_nas.spaces.nb201 import EDGES, OPS, NB201Space, ResNetBasicBlock, make_op
+from lightning_nas.spaces.darts import CELL_TYPES, DartsSpace
+from lightning_nas.spaces.nb201 import NB201Space, ResNetBasicBlock, make_op
 from lightning_nas.spaces.ops import FactorizedReduce, ReLUConvBN
+from lightning_nas.spaces.registry import build_op
 
 FILE_FORMAT = "lightning_nas.cell_latency_table"
 FILE_VERSION = 1
@@ -138,7 +139,7 @@ def enumerate_parts(space: SearchSpace, input_shape: Sequence[int]) -> dict[str,
             if stage > 0:
                 add(f"res|{stage}", (c, size, size), lambda c=c: ResNetBasicBlock(c, 2 * c))
                 c, size = 2 * c, _half(size)
-            for op in OPS:
+            for op in space.ops:
                 add(f"op|{op}|c{c}|h{size}", (c, size, size),
                     lambda op=op, c=c: make_op(op, c))
         add("head", (c, size, size), lambda c=c: _Head(c, classes, lastact=True))
@@ -160,13 +161,13 @@ def enumerate_parts(space: SearchSpace, input_shape: Sequence[int]) -> dict[str,
                     lambda cell=cell: ReLUConvBN(cell["c_pp"], cell["c"], 1, 1, 0))
             add(f"pre1|cell{i}", (cell["c_p"], s, s),
                 lambda cell=cell: ReLUConvBN(cell["c_p"], cell["c"], 1, 1, 0))
-            for op in PRIMITIVES:
+            for op in space.ops:
                 if op in FREE_OPS:
                     continue
                 for j in (0, 2):  # an edge from a cell input, from an intermediate node
                     stride, size = _edge_geometry(cell, j)
                     add(f"op|{op}|c{c}|h{size}|s{stride}", (c, size, size),
-                        lambda op=op, c=c, stride=stride: BUILDABLE_OPS[op](c, stride, True))
+                        lambda op=op, c=c, stride=stride: build_op(op, c, c, stride))
         c_last, s_last = _darts_head(space, input_shape)
         add("head", (c_last, s_last, s_last), lambda: _Head(c_last, classes, lastact=False))
         return parts
@@ -233,26 +234,26 @@ class CellLatencyTable:
             return self._edge_tables[key]
         out: dict[str, torch.Tensor] = {}
         if isinstance(self.space, NB201Space):
-            lat = torch.zeros(len(EDGES), len(OPS), dtype=torch.float64)
+            lat = torch.zeros(len(self.space.edges), len(self.space.ops), dtype=torch.float64)
             c, size = int(self.space.build_defaults["channels"]), self.input_shape[-1]
             n = int(self.space.build_defaults["cells_per_stage"])
             for stage in range(3):
                 if stage > 0:
                     c, size = 2 * c, _half(size)
-                for k, op in enumerate(OPS):
+                for k, op in enumerate(self.space.ops):
                     lat[:, k] += n * self._op(op, c, size, None)
             out["cell"] = lat
         else:
             edges = sum(2 + i for i in range(self.space.steps))
             for kind in CELL_TYPES:
-                out[kind] = torch.zeros(edges, len(PRIMITIVES), dtype=torch.float64)
+                out[kind] = torch.zeros(edges, len(self.space.ops), dtype=torch.float64)
             for cell in _darts_cells(self.space, self.input_shape):
                 kind = "reduce" if cell["reduction"] else "normal"
                 row = 0
                 for node in range(self.space.steps):
                     for j in range(2 + node):
                         stride, size = _edge_geometry(cell, j)
-                        for k, op in enumerate(PRIMITIVES):
+                        for k, op in enumerate(self.space.ops):
                             out[kind][row, k] += self._op(op, cell["c"], size, stride)
                         row += 1
         self._edge_tables[key] = {k: v.float().to(device) for k, v in out.items()}
@@ -263,7 +264,7 @@ class CellLatencyTable:
         """The expected number of times each edge is kept: 1 for NB201; for a DARTS node
         with n incoming edges ``2 / n`` each, or ``2 x`` the normalised edge weights."""
         if isinstance(self.space, NB201Space):
-            return {"cell": torch.ones(len(EDGES))}
+            return {"cell": torch.ones(len(self.space.edges))}
         out = {}
         for kind in CELL_TYPES:
             if edge_weights is not None:

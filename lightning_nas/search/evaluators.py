@@ -138,6 +138,15 @@ _TABLES: dict[tuple, dict[str, dict[str, float]]] = {}
 _TABLES_LOCK = threading.Lock()
 
 
+def _require_benchmark_ops(space: SearchSpace) -> None:
+    """A tabular benchmark holds its own op set only (an NB201 space with other ops has
+    ``is_benchmark`` False)."""
+    if getattr(space, "is_benchmark", True) is False:
+        raise ValueError(f"the NAS-Bench-201 table holds the benchmark's 5 ops only; the "
+                         f"space's ops are {list(space.ops)}: train the candidates "
+                         "(TrainingEvaluator) or score them on a supernet instead")
+
+
 class TabularEvaluator(Evaluator):
     """Look architectures up in a tabular benchmark (e.g. NAS-Bench-201's CSV).
 
@@ -168,6 +177,7 @@ class TabularEvaluator(Evaluator):
             from lightning_nas.spaces.nb201 import NB201Space
 
             space = NB201Space()
+        _require_benchmark_ops(space)
         self.path = Path(path) if path is not None else default_nb201_table()
         self.metric = metric
         self.primary_metric = metric
@@ -180,6 +190,10 @@ class TabularEvaluator(Evaluator):
         self.seconds_per_query = float(seconds_per_query)
         # load now: a wrong path or a missing column fails at construction
         self._table: dict[str, dict[str, float]] | None = self._load()
+
+    def bind(self, space: SearchSpace) -> None:
+        _require_benchmark_ops(space)
+        super().bind(space)
 
     @property
     def columns(self) -> tuple[str, ...]:

@@ -29,6 +29,14 @@ from lightning_nas.spaces.batch_stats_norm import (
     uses_batch_stats_only,
 )
 from lightning_nas.spaces.depthwise import use_fast_depthwise
+from lightning_nas.spaces.registry import (
+    ZERO_OP,
+    UnknownOpError,
+    build_op,
+    get_op,
+    op_entries,
+    space_ops,
+)
 from lightning_nas.spaces.ops import (
     DARTS_OPS,
     EXTRA_OPS,
@@ -42,7 +50,8 @@ from lightning_nas.spaces.supernet import Decision, PathNetwork
 
 #: Operations of the search space, in the order the architecture parameters use.
 PRIMITIVES: tuple[str, ...] = tuple(DARTS_OPS)
-#: Operations a standalone network can build (the search ops plus NASNet/AmoebaNet extras).
+#: The ops of the published presets (the search ops plus NASNet/AmoebaNet extras); a
+#: standalone network builds any op of the registry (:mod:`lightning_nas.spaces.registry`).
 BUILDABLE_OPS = {**DARTS_OPS, **EXTRA_OPS}
 CELL_TYPES = ("normal", "reduce")
 SPACE_NAME = "darts"
@@ -212,7 +221,7 @@ class EvalCell(nn.Module):
         self.inputs = [int(j) for _, j in edges]
         self.concat = [int(i) for i in concat]
         self.ops = nn.ModuleList(
-            BUILDABLE_OPS[op](c, 2 if reduction and j < 2 else 1, True) for op, j in edges
+            build_op(op, c, c, 2 if reduction and j < 2 else 1) for op, j in edges
         )
         self.multiplier = len(self.concat)
 
@@ -476,6 +485,8 @@ def _search_op(name: str, c: int, stride: int) -> nn.Module:
         return use_fast_depthwise(DilConv(c, c, 5, stride, 4, 2, affine=False, preact=False))
     if name == "skip_connect" and stride > 1:
         return FactorizedReduce(c, c, affine=False, preact=False)
+    if name not in DARTS_OPS:  # any other registered op, with non-affine BN
+        return build_op(name, c, c, stride, affine=False)
     op = DARTS_OPS[name](c, stride, False)
     if "pool" in name:
         return nn.Sequential(op, nn.BatchNorm2d(c, affine=False))
@@ -693,7 +704,8 @@ class DartsSupernet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
         # DartsSpace.supernet sets its own space (build defaults, constraints)
-        self.space = DartsSpace(steps=steps, num_classes=num_classes, in_channels=in_channels)
+        self.space = DartsSpace(steps=steps, num_classes=num_classes, in_channels=in_channels,
+                                ops=None if self.primitives == PRIMITIVES else self.primitives)
         _batch_stats_only(self)
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -866,13 +878,19 @@ def derive_genotype(weights_normal: torch.Tensor, weights_reduce: torch.Tensor, 
 class DartsSpace(SearchSpace):
     """The DARTS cell space: 8 ops, 2 input + ``steps`` intermediate nodes, 2 cells.
 
-    ``sample``/``mutate``/``supernet`` work on the ``steps``-node space with
-    :data:`PRIMITIVES`. ``check`` accepts any well-formed genotype whose ops can be built
-    (so the 5-node NASNet/AmoebaNet/ENAS presets train too). Build defaults (classes,
-    channels, cells, auxiliary head, stem) are constructor arguments, overridable per call.
+    ``sample``/``mutate``/``supernet`` work on the ``steps``-node space with its ``ops``
+    (default :data:`PRIMITIVES`). ``check`` accepts any well-formed genotype whose ops are
+    registered (so the 5-node NASNet/AmoebaNet/ENAS presets train too). Build defaults
+    (classes, channels, cells, auxiliary head, stem) are constructor arguments, overridable
+    per call.
 
     Args:
         steps: intermediate nodes per cell (4 in the paper).
+        ops: the candidate operations, in the order of the alpha columns: names of the
+            operation registry (:mod:`lightning_nas.spaces.registry`) or ``{name, class_path,
+            init_args}`` entries that register a user's op; None: the paper's 8
+            (:data:`PRIMITIVES`). 'none' is optional (never sampled; derive skips it); at
+            least two others.
         num_classes, channels, layers, auxiliary, stem, in_channels: network defaults for
             :meth:`build` (the paper's CIFAR evaluation network is 36 channels, 20 cells).
         constraints: limits enforced by :meth:`validate`.
@@ -883,18 +901,23 @@ class DartsSpace(SearchSpace):
 
     def __init__(self, *, steps: int = 4, num_classes: int = 10, channels: int = 36,
                  layers: int = 20, auxiliary: bool = False, stem: str = "cifar",
-                 in_channels: int = 3, constraints: Constraints | None = None):
+                 in_channels: int = 3, ops: list[str | dict[str, Any]] | None = None,
+                 constraints: Constraints | None = None):
         super().__init__(constraints)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.steps = steps
+        #: the op set (alpha column order); ``search_ops`` without the zero op
+        self.ops = space_ops(ops, PRIMITIVES, space="DartsSpace", min_nonzero=2)
+        self.search_ops = tuple(p for p in self.ops if p != ZERO_OP)
         self.build_defaults = dict(num_classes=num_classes, channels=channels, layers=layers,
                                    auxiliary=auxiliary, stem=stem, in_channels=in_channels)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments as plain data (``DartsSpace(**space.config())``)."""
         limits = self.constraints
-        return {"steps": self.steps, **self.build_defaults,
+        ops = {} if self.ops == PRIMITIVES else {"ops": op_entries(self.ops)}
+        return {"steps": self.steps, **self.build_defaults, **ops,
                 "constraints": None if limits == Constraints() else
                 {"max_params": limits.max_params, "max_layers": limits.max_layers}}
 
@@ -916,9 +939,10 @@ class DartsSpace(SearchSpace):
                         and isinstance(edge[1], int) and not isinstance(edge[1], bool)):
                     raise ArchError(f"{where} must be an (op name, input index) pair, got {edge!r}")
                 op, j = edge
-                if op not in BUILDABLE_OPS:
-                    raise ArchError(f"{where}: unknown operation {op!r}; known operations: "
-                                    f"{', '.join(BUILDABLE_OPS)}")
+                try:
+                    get_op(op)
+                except UnknownOpError as err:
+                    raise ArchError(f"{where}: {err}") from None
                 if not 0 <= j < 2 + k // 2:
                     raise ArchError(f"{where}: input {j} is not an earlier node of node "
                                     f"{2 + k // 2} (valid inputs: 0..{1 + k // 2})")
@@ -933,7 +957,7 @@ class DartsSpace(SearchSpace):
         """True when ``arch`` has ``steps`` nodes and only search ops (sampleable)."""
         self.validate(arch)
         return all(
-            len(arch[c]) == 2 * self.steps and all(op in PRIMITIVES and op != "none"
+            len(arch[c]) == 2 * self.steps and all(op in self.search_ops
                                                    for op, _ in arch[c])
             for c in CELL_TYPES
         )
@@ -953,7 +977,7 @@ class DartsSpace(SearchSpace):
         return list(range(2, 2 + self.steps))
 
     def sample(self, rng: random.Random) -> Arch:
-        ops = [p for p in PRIMITIVES if p != "none"]
+        ops = self.search_ops
 
         def cell() -> list[tuple[str, int]]:
             edges = []
@@ -978,13 +1002,13 @@ class DartsSpace(SearchSpace):
         if free_inputs and rng.random() < 0.5:
             edges[k] = (op, rng.choice(free_inputs))
         else:
-            edges[k] = (rng.choice([p for p in PRIMITIVES if p not in ("none", op)]), j)
+            edges[k] = (rng.choice([p for p in self.search_ops if p != op]), j)
         return g._replace(**{cell_name: edges}).to_arch()
 
     # -- categorical view ------------------------------------------------------------------
     def decisions(self) -> list[tuple[str, tuple[Any, ...]]]:
         """Per cell and node: the pair of inputs (j1 < j2), then the op on each of the two."""
-        ops = tuple(p for p in PRIMITIVES if p != "none")
+        ops = self.search_ops
         out: list[tuple[str, tuple[Any, ...]]] = []
         for cell in CELL_TYPES:
             for node in range(2, 2 + self.steps):
@@ -1035,7 +1059,8 @@ class DartsSpace(SearchSpace):
 
     def supernet(self, **kwargs: Any) -> DartsSupernet:
         options = {"num_classes": self.build_defaults["num_classes"],
-                   "in_channels": self.build_defaults["in_channels"], "steps": self.steps, **kwargs}
+                   "in_channels": self.build_defaults["in_channels"], "steps": self.steps,
+                   "primitives": self.ops, **kwargs}
         net = DartsSupernet(**options)
         net.space = self
         return net

@@ -40,6 +40,7 @@ from torch import nn
 
 from lightning_nas.spaces.base import Arch, ArchError, Constraints, SearchSpace
 from lightning_nas.spaces.ops import ReLUConvBN, Zero
+from lightning_nas.spaces.registry import ZERO_OP, build_op, op_entries, space_ops
 from lightning_nas.spaces.supernet import Decision
 
 SPACE_NAME = "nb201"
@@ -55,6 +56,29 @@ EDGES: tuple[tuple[int, int], ...] = tuple(
 EDGE_LABELS: tuple[str, ...] = tuple(f"{j}<-{i}" for j, i in EDGES)
 #: Number of cells in the space.
 NUM_ARCHS = len(OPS) ** len(EDGES)
+
+
+def cell_edges(nodes: int = NUM_NODES) -> tuple[tuple[int, int], ...]:
+    """The ``(to, from)`` edges of a cell of ``nodes`` nodes, in string / decision order."""
+    return tuple((j, i) for j in range(1, nodes) for i in range(j))
+
+
+def edge_labels(nodes: int = NUM_NODES) -> tuple[str, ...]:
+    """Arch labels ``"j<-i"`` of a cell of ``nodes`` nodes."""
+    return tuple(f"{j}<-{i}" for j, i in cell_edges(nodes))
+
+
+def nodes_of(num_edges: int) -> int:
+    """Node count of a cell with ``num_edges`` edges (n (n - 1) / 2 of them)."""
+    n = round((1 + (1 + 8 * num_edges) ** 0.5) / 2)
+    if n * (n - 1) // 2 != num_edges or n < 2:
+        raise ArchError(f"{num_edges} edges do not make a complete cell DAG (n (n - 1) / 2 "
+                        "edges for n nodes)")
+    return n
+
+
+#: Ops without parameters: they add no depth (:meth:`NB201Space.cell_depth`).
+_PARAMETER_FREE = frozenset({"none", "skip_connect", "avg_pool_3x3", "max_pool_3x3"})
 #: Seed of the benchmark's shuffle of the generated order.
 _INDEX_SHUFFLE_SEED = 88
 
@@ -64,7 +88,7 @@ _INDEX_SHUFFLE_SEED = 88
 # ---------------------------------------------------------------------------------------
 def _ops_to_string(ops: Sequence[str]) -> str:
     groups, k = [], 0
-    for j in range(1, NUM_NODES):
+    for j in range(1, nodes_of(len(ops))):
         groups.append("|" + "|".join(f"{ops[k + i]}~{i}" for i in range(j)) + "|")
         k += j
     return "+".join(groups)
@@ -73,15 +97,17 @@ def _ops_to_string(ops: Sequence[str]) -> str:
 _GROUP = re.compile(r"^\|(.*)\|$")
 
 
-def _parse_ops(text: str) -> tuple[str, ...]:
-    """The 6 op names of an official string, in edge order; ArchError names what is wrong."""
+def _parse_ops(text: str, allowed: Sequence[str] = OPS, nodes: int = NUM_NODES
+               ) -> tuple[str, ...]:
+    """The op names of an official string, in edge order; ArchError names what is wrong
+    (``allowed``: the space's op set; ``nodes``: its cells' node count)."""
     if not isinstance(text, str):
         raise ArchError(f"an NB201 architecture string must be a str, got {type(text).__name__}")
     example = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
     stripped = text.strip()
     groups = stripped.split("+")
-    if len(groups) != NUM_NODES - 1:
-        raise ArchError(f"an NB201 string has {NUM_NODES - 1} node groups joined by '+', got "
+    if len(groups) != nodes - 1:
+        raise ArchError(f"an NB201 string has {nodes - 1} node groups joined by '+', got "
                         f"{len(groups)} in {text!r}; example: {example}")
     ops: list[str] = []
     for j, group in enumerate(groups, start=1):
@@ -101,9 +127,9 @@ def _parse_ops(text: str) -> tuple[str, ...]:
             if source != str(i):
                 raise ArchError(f"edge {edge!r} of node {j}: expected input node {i} in position "
                                 f"{i} (edges are listed from node 0 upwards), got {source!r}")
-            if op not in OPS:
-                raise ArchError(f"edge {edge!r} of node {j}: unknown operation {op!r}; the NB201 "
-                                f"operations are {', '.join(OPS)}")
+            if op not in allowed:
+                raise ArchError(f"edge {edge!r} of node {j}: unknown operation {op!r}; the "
+                                f"space's operations are {', '.join(allowed)}")
             ops.append(op)
     return tuple(ops)
 
@@ -121,20 +147,24 @@ def _index_of() -> dict[str, int]:
     return {s: i for i, s in enumerate(_benchmark_order())}
 
 
-def arch_from_ops(ops: Sequence[str]) -> Arch:
-    """An NB201 Arch from the 6 op names in edge order (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2)."""
-    if len(ops) != len(EDGES):
-        raise ArchError(f"an NB201 cell has {len(EDGES)} edges, got {len(ops)} ops")
-    for label, op in zip(EDGE_LABELS, ops):
-        if op not in OPS:
-            raise ArchError(f"edge {label}: unknown operation {op!r}; the NB201 operations are "
-                            f"{', '.join(OPS)}")
-    return Arch(SPACE_NAME, dict(zip(EDGE_LABELS, ops)))
+def arch_from_ops(ops: Sequence[str], allowed: Sequence[str] = OPS, nodes: int = NUM_NODES
+                  ) -> Arch:
+    """An NB201 Arch from the op names in edge order (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2 for
+    the benchmark's 4 nodes); ``allowed``: the space's op set (default the benchmark's 5)."""
+    labels = edge_labels(nodes)
+    if len(ops) != len(labels):
+        raise ArchError(f"an NB201 cell of {nodes} nodes has {len(labels)} edges, got "
+                        f"{len(ops)} ops")
+    for label, op in zip(labels, ops):
+        if op not in allowed:
+            raise ArchError(f"edge {label}: unknown operation {op!r}; the space's operations "
+                            f"are {', '.join(allowed)}")
+    return Arch(SPACE_NAME, dict(zip(labels, ops)))
 
 
 def arch_ops(arch: Arch) -> tuple[str, ...]:
-    """The 6 op names of ``arch`` in edge order."""
-    return tuple(arch[label] for label in EDGE_LABELS)
+    """The op names of ``arch`` in edge order."""
+    return tuple(arch[label] for label in edge_labels(nodes_of(len(arch))))
 
 
 def arch_index(arch: Arch | str) -> int:
@@ -160,7 +190,8 @@ def arch_from_index(index: int) -> Arch:
 # standalone network
 # ---------------------------------------------------------------------------------------
 def make_op(name: str, c: int, affine: bool = True, track_running_stats: bool = True) -> nn.Module:
-    """One NB201 op on ``c`` channels, stride 1: (B, c, H, W) -> (B, c, H, W)."""
+    """One cell op on ``c`` channels, stride 1: (B, c, H, W) -> (B, c, H, W): the benchmark's
+    5 as its code builds them, any other from the operation registry."""
     if name == "none":
         return Zero(1)
     if name == "skip_connect":
@@ -173,7 +204,13 @@ def make_op(name: str, c: int, affine: bool = True, track_running_stats: bool = 
         return op
     if name == "avg_pool_3x3":
         return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
-    raise ArchError(f"unknown NB201 operation {name!r}; the operations are {', '.join(OPS)}")
+    op = build_op(name, c, c, 1, affine=affine)
+    if not track_running_stats:  # batch statistics only, as in one-shot search
+        for m in op.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.track_running_stats = False
+                m.running_mean = m.running_var = m.num_batches_tracked = None
+    return op
 
 
 class ResNetBasicBlock(nn.Module):
@@ -206,7 +243,7 @@ class NB201Cell(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]
         k = 0
-        for j in range(1, NUM_NODES):
+        for j in range(1, nodes_of(len(self.edges))):
             total = None
             for i in range(j):
                 term = self.edges[k](nodes[i])
@@ -271,7 +308,7 @@ class NB201MixedOp(nn.Module):
     rest bypasses them, then a channel shuffle with K groups)."""
 
     def __init__(self, c: int, affine: bool, track_running_stats: bool,
-                 partial_channels: int = 1):
+                 partial_channels: int = 1, ops: Sequence[str] = OPS):
         super().__init__()
         if partial_channels < 1 or c % partial_channels:
             raise ValueError(f"partial_channels K={partial_channels} must divide the edge's "
@@ -280,14 +317,14 @@ class NB201MixedOp(nn.Module):
         c_op = c // partial_channels
         self.ops = nn.ModuleDict(
             (name, make_op(name, c_op, affine, track_running_stats))
-            for name in OPS if name != "none"
+            for name in ops if name != ZERO_OP
         )
-        self.index = [OPS.index(name) for name in self.ops]
+        self.index = [list(ops).index(name) for name in self.ops]
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor,
                 active: Sequence[int] | None = None) -> torch.Tensor | None:
-        """``x``: (B, C, H, W); ``weights``: (5,) in :data:`OPS` order; ``active``: the
-        :data:`OPS` indices that run (default all). None when no op with an output runs
+        """``x``: (B, C, H, W); ``weights``: (num_ops,) in the space's op order; ``active``:
+        the op indices that run (default all). None when no op with an output runs
         (the edge adds nothing)."""
         if self.partial == 1:
             return self._mix(x, weights, active)
@@ -319,21 +356,23 @@ class NB201MixedOp(nn.Module):
 
 class NB201SearchCell(nn.Module):
     def __init__(self, c: int, affine: bool, track_running_stats: bool,
-                 partial_channels: int = 1):
+                 partial_channels: int = 1, ops: Sequence[str] = OPS, nodes: int = NUM_NODES):
         super().__init__()
+        self.nodes = nodes
         self.edges = nn.ModuleList(
-            NB201MixedOp(c, affine, track_running_stats, partial_channels) for _ in EDGES
+            NB201MixedOp(c, affine, track_running_stats, partial_channels, ops)
+            for _ in cell_edges(nodes)
         )
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor,
                 active: Sequence[Sequence[int]] | None = None,
                 edge_weights: torch.Tensor | None = None) -> torch.Tensor:
-        """``weights``: (6, 5), row k for edge :data:`EDGES` ``[k]``; ``active[k]``: the op
+        """``weights``: (6, num_ops), row k for edge :data:`EDGES` ``[k]``; ``active[k]``: the op
         indices edge k runs (default all); ``edge_weights``: (6,) factors of the edges'
         outputs (PC-DARTS). A node all of whose edges add nothing is zero."""
         nodes = [x]
         k = 0
-        for j in range(1, NUM_NODES):
+        for j in range(1, self.nodes):
             total = None
             for i in range(j):
                 term = self.edges[k](nodes[i], weights[k],
@@ -359,25 +398,33 @@ class NB201Supernet(_Body):
 
     def __init__(self, *, num_classes: int = 10, channels: int = 16, cells_per_stage: int = 5,
                  in_channels: int = 3, affine: bool = False, track_running_stats: bool = False,
-                 partial_channels: int = 1):
+                 partial_channels: int = 1, ops: Sequence[str] = OPS,
+                 nodes: int = NUM_NODES):
+        ops = tuple(ops)
         super().__init__(lambda c: NB201SearchCell(c, affine, track_running_stats,
-                                                   partial_channels),
+                                                   partial_channels, ops, nodes),
                          num_classes=num_classes, channels=channels,
                          cells_per_stage=cells_per_stage, in_channels=in_channels)
         self.build_options = {"num_classes": num_classes, "channels": channels,
                               "cells_per_stage": cells_per_stage, "in_channels": in_channels}
         self.partial_channels = partial_channels
-        self.space = NB201Space(**self.build_options)  # NB201Space.supernet sets its own
+        self.op_names = ops
+        self.nodes = nodes
+        self.edge_labels = edge_labels(nodes)
+        # NB201Space.supernet sets its own
+        self.space = NB201Space(**self.build_options, ops=None if ops == OPS else list(ops),
+                                nodes=nodes)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor,
                 active: Sequence[Sequence[int]] | None = None,
                 edge_weights: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, num_classes) with every cell's edges mixed by ``weights`` (6, 5);
+        """Logits (B, num_classes) with every cell's edges mixed by ``weights`` (6, num_ops);
         ``active[k]`` restricts edge k to those op indices (one path, GDAS); ``edge_weights``
         (6,) scale the edges' outputs (PC-DARTS)."""
-        if weights.shape != (len(EDGES), len(OPS)):
-            raise ValueError(f"weights must be ({len(EDGES)}, {len(OPS)}) (edges x ops), got "
-                             f"{tuple(weights.shape)}")
+        if weights.shape != (len(self.edge_labels), len(self.op_names)):
+            raise ValueError(f"weights must be ({len(self.edge_labels)}, {len(self.op_names)}) "
+                             f"(edges x "
+                             f"ops), got {tuple(weights.shape)}")
         x = self.stem(x)
         for cell in self.cells:
             x = cell(x, weights, active, edge_weights) if isinstance(cell, NB201SearchCell) \
@@ -385,26 +432,25 @@ class NB201Supernet(_Body):
         return self.classifier(self.global_pooling(self.lastact(x)).flatten(1))
 
     # -- the supernet interface (lightning_nas.spaces.supernet) ------------------------------
-    op_names = OPS
-
     def decisions(self) -> list[Decision]:
         """One op per edge, in :data:`EDGES` order."""
-        return [Decision(label, OPS) for label in EDGE_LABELS]
+        return [Decision(label, self.op_names) for label in self.edge_labels]
 
     def arch_of(self, choices: Mapping[str, Any]) -> Arch:
-        return arch_from_ops([choices[label] for label in EDGE_LABELS])
+        return arch_from_ops([choices[label] for label in self.edge_labels], self.op_names,
+                             self.nodes)
 
     def choices_of(self, arch: Arch) -> dict[str, Any]:
         self.space.validate(arch)
-        return {label: arch[label] for label in EDGE_LABELS}
+        return {label: arch[label] for label in self.edge_labels}
 
     def alpha_shapes(self) -> dict[str, tuple[int, int]]:
-        return {"cell": (len(EDGES), len(OPS))}
+        return {"cell": (len(self.edge_labels), len(self.op_names))}
 
     def edge_groups(self) -> dict[str, list[list[int]]]:
         """The edge rows into node 1, 2 and 3."""
-        return {"cell": [[k for k, (j, _) in enumerate(EDGES) if j == node]
-                         for node in range(1, NUM_NODES)]}
+        return {"cell": [[k for k, (j, _) in enumerate(cell_edges(self.nodes)) if j == node]
+                         for node in range(1, self.nodes)]}
 
     def forward_weighted(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor],
                          active: Mapping[str, Sequence[Sequence[int]]] | None = None,
@@ -414,10 +460,11 @@ class NB201Supernet(_Body):
                     None if edge_weights is None else edge_weights["cell"])
 
     def path_weights(self, arch: Arch) -> tuple[torch.Tensor, list[list[int]]]:
-        """One-hot (6, 5) weights of ``arch`` and the op index each edge runs."""
-        index = [OPS.index(op) for op in arch_ops(self.space.validate(arch))]
-        weights = torch.zeros(len(EDGES), len(OPS), device=self.classifier.weight.device)
-        weights[torch.arange(len(EDGES)), torch.tensor(index)] = 1.0
+        """One-hot (6, num_ops) weights of ``arch`` and the op index each edge runs."""
+        index = [self.op_names.index(op) for op in arch_ops(self.space.validate(arch))]
+        edges = len(self.edge_labels)
+        weights = torch.zeros(edges, len(self.op_names), device=self.classifier.weight.device)
+        weights[torch.arange(edges), torch.tensor(index)] = 1.0
         return weights, [[k] for k in index]
 
     def forward_path(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
@@ -429,7 +476,7 @@ class NB201Supernet(_Body):
         """The strongest op of every edge, 'none' included (as NAS-Bench-201's DARTS; every
         edge stays, so edge weights do not change the choice)."""
         best = weights["cell"].detach().argmax(-1).tolist()
-        return arch_from_ops([OPS[k] for k in best])
+        return arch_from_ops([self.op_names[k] for k in best], self.op_names, self.nodes)
 
     def subnet(self, arch: Arch) -> nn.Module:
         """The standalone network of ``arch`` with this supernet's weights (its batch-norm
@@ -474,7 +521,7 @@ def extract_subnet(supernet: NB201Supernet, arch: Arch) -> tuple[NB201Network, l
 # the space
 # ---------------------------------------------------------------------------------------
 class NB201Space(SearchSpace):
-    """The NAS-Bench-201 cell space: 6 edges x 5 ops, 15,625 cells.
+    """The NAS-Bench-201 cell space: 6 edges x 5 ops, 15,625 cells (or another op set).
 
     Args:
         num_classes: classifier outputs of :meth:`build` (10 CIFAR-10, 100 CIFAR-100,
@@ -482,16 +529,28 @@ class NB201Space(SearchSpace):
         channels: channels of the first stage (16 in the benchmark).
         cells_per_stage: cells per stage (5 in the benchmark).
         in_channels: input image channels.
+        ops: the operation set (names of :mod:`lightning_nas.spaces.registry` or ``{name,
+            class_path, init_args}`` entries); None: the benchmark's 5 (:data:`OPS`). The
+            benchmark's index and tabular accuracies exist for the default set only.
+        nodes: nodes per cell (4 in the benchmark: input, two inner nodes, output); every
+            earlier node feeds every later one, so ``nodes * (nodes - 1) / 2`` edges.
         constraints: limits enforced by :meth:`validate`.
     """
 
     name = SPACE_NAME
-    ops = OPS
-    edges = EDGE_LABELS
+    ops = OPS  # the default set (an instance holds its own)
+    edges = EDGE_LABELS  # the default cell's (an instance holds its own)
 
     def __init__(self, *, num_classes: int = 10, channels: int = 16, cells_per_stage: int = 5,
-                 in_channels: int = 3, constraints: Constraints | None = None):
+                 in_channels: int = 3, ops: list[str | dict[str, Any]] | None = None,
+                 nodes: int = NUM_NODES, constraints: Constraints | None = None):
         super().__init__(constraints)
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 2:
+            raise ValueError(f"nodes must be an integer >= 2 (input and output), got {nodes!r}")
+        self.nodes = nodes
+        self.edges = edge_labels(nodes)
+        #: the op set, in the order of the (6, num_ops) weights and of the encoding
+        self.ops = space_ops(ops, OPS, space="NB201Space")
         if channels < 1 or cells_per_stage < 0 or num_classes < 1 or in_channels < 1:
             raise ValueError("num_classes, channels and in_channels must be >= 1 and "
                              f"cells_per_stage >= 0; got num_classes={num_classes}, channels="
@@ -501,22 +560,38 @@ class NB201Space(SearchSpace):
                                "cells_per_stage": cells_per_stage, "in_channels": in_channels}
 
     def __len__(self) -> int:
-        return NUM_ARCHS
+        return len(self.ops) ** len(self.edges)
+
+    @property
+    def is_benchmark(self) -> bool:
+        """Whether op set and node count are the benchmark's (so its index and table apply)."""
+        return self.ops == OPS and self.nodes == NUM_NODES
+
+    def _require_benchmark(self, what: str) -> None:
+        if not self.is_benchmark:
+            raise ArchError(f"{what} exists for the benchmark's op set {list(OPS)} and "
+                            f"{NUM_NODES}-node cells only; this space's ops are {list(self.ops)}"
+                            f" with {self.nodes} nodes (no tabular accuracies: train or use a "
+                            "supernet evaluator)")
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments as plain data (``NB201Space(**space.config())``)."""
         limits = self.constraints
-        return {**self.build_defaults, "constraints": None if limits == Constraints() else
+        ops = {} if self.ops == OPS else {"ops": op_entries(self.ops)}
+        if self.nodes != NUM_NODES:
+            ops["nodes"] = self.nodes
+        return {**self.build_defaults, **ops, "constraints": None if limits == Constraints() else
                 {"max_params": limits.max_params, "max_layers": limits.max_layers}}
 
     # -- membership ------------------------------------------------------------------------
     def check(self, arch: Arch) -> None:
-        if set(arch) != set(EDGE_LABELS):
-            raise ArchError(f"an NB201 cell has edges {list(EDGE_LABELS)}; got {sorted(arch)}")
-        for label in EDGE_LABELS:
-            if arch[label] not in OPS:
-                raise ArchError(f"edge {label}: unknown operation {arch[label]!r}; the NB201 "
-                                f"operations are {', '.join(OPS)}")
+        if set(arch) != set(self.edges):
+            raise ArchError(f"an NB201 cell of {self.nodes} nodes has edges {list(self.edges)}; "
+                            f"got {sorted(arch)}")
+        for label in self.edges:
+            if arch[label] not in self.ops:
+                raise ArchError(f"edge {label}: unknown operation {arch[label]!r}; the space's "
+                                f"operations are {', '.join(self.ops)}")
 
     def depth(self, arch: Arch) -> int:
         """Cells plus the two residual blocks of the built network (17 by default)."""
@@ -529,12 +604,13 @@ class NB201Space(SearchSpace):
         Paths may pass through skip/pool edges (which add no depth); 0 when every path from
         input to output goes through 'none' or no path has a conv.
         """
-        best: list[int | None] = [0] + [None] * (NUM_NODES - 1)
-        for (j, i), label in zip(EDGES, EDGE_LABELS):
+        nodes = nodes_of(len(arch))
+        best: list[int | None] = [0] + [None] * (nodes - 1)
+        for (j, i), label in zip(cell_edges(nodes), edge_labels(nodes)):
             op = arch[label]
             if op == "none" or best[i] is None:
                 continue
-            value = best[i] + (1 if op.startswith("nor_conv") else 0)
+            value = best[i] + (0 if op in _PARAMETER_FREE else 1)
             best[j] = value if best[j] is None else max(best[j], value)
         return best[-1] or 0
 
@@ -544,44 +620,48 @@ class NB201Space(SearchSpace):
         return _ops_to_string(arch_ops(arch))
 
     def parse(self, text: str) -> Arch:
-        return self.validate(arch_from_ops(_parse_ops(text)))
+        return self.validate(arch_from_ops(_parse_ops(text, self.ops, self.nodes), self.ops,
+                                           self.nodes))
 
     def index(self, arch: Arch | str) -> int:
-        """The benchmark index (0..15624) of an Arch or string."""
+        """The benchmark index (0..15624) of an Arch or string (benchmark op set only)."""
+        self._require_benchmark("the NAS-Bench-201 index")
         if isinstance(arch, Arch):
             self.validate(arch)
         return arch_index(arch)
 
     def from_index(self, index: int) -> Arch:
-        """The Arch with benchmark index ``index``."""
+        """The Arch with benchmark index ``index`` (benchmark op set only)."""
+        self._require_benchmark("the NAS-Bench-201 index")
         return arch_from_index(index)
 
     # -- sampling --------------------------------------------------------------------------
     def sample(self, rng: random.Random) -> Arch:
-        return arch_from_ops([rng.choice(OPS) for _ in EDGES])
+        return arch_from_ops([rng.choice(self.ops) for _ in self.edges], self.ops, self.nodes)
 
     def mutate(self, arch: Arch, rng: random.Random) -> Arch:
-        """Change the op of one uniformly chosen edge to one of the 4 other ops."""
+        """Change the op of one uniformly chosen edge to one of the other ops."""
         self.validate(arch)
-        label = rng.choice(EDGE_LABELS)
-        return arch.replace(**{label: rng.choice([op for op in OPS if op != arch[label]])})
+        label = rng.choice(self.edges)
+        return arch.replace(**{label: rng.choice([op for op in self.ops if op != arch[label]])})
 
     # -- categorical view ------------------------------------------------------------------
     def decisions(self) -> list[tuple[str, tuple[Any, ...]]]:
-        """One decision per edge (in :data:`EDGES` order) over the 5 :data:`OPS`."""
-        return [(label, OPS) for label in EDGE_LABELS]
+        """One decision per edge (in :data:`EDGES` order) over the space's ops."""
+        return [(label, self.ops) for label in self.edges]
 
     def encode(self, arch: Arch) -> list[int]:
         self.validate(arch)
-        return [OPS.index(arch[label]) for label in EDGE_LABELS]
+        return [self.ops.index(arch[label]) for label in self.edges]
 
     def decode(self, indices: Sequence[int]) -> Arch:
-        if len(indices) != len(EDGES):
-            raise ArchError(f"expected {len(EDGES)} decision indices, got {len(indices)}")
-        for label, i in zip(EDGE_LABELS, indices):
-            if not 0 <= int(i) < len(OPS):
-                raise ArchError(f"edge {label}: op index {i} out of range 0..{len(OPS) - 1}")
-        return arch_from_ops([OPS[int(i)] for i in indices])
+        if len(indices) != len(self.edges):
+            raise ArchError(f"expected {len(self.edges)} decision indices, got {len(indices)}")
+        for label, i in zip(self.edges, indices):
+            if not 0 <= int(i) < len(self.ops):
+                raise ArchError(f"edge {label}: op index {i} out of range "
+                                f"0..{len(self.ops) - 1}")
+        return arch_from_ops([self.ops[int(i)] for i in indices], self.ops, self.nodes)
 
     # -- networks --------------------------------------------------------------------------
     def build(self, arch: Arch, **kwargs: Any) -> NB201Network:
@@ -596,7 +676,8 @@ class NB201Space(SearchSpace):
         """The weight-sharing network (:class:`NB201Supernet`, non-affine batch-norm with
         batch statistics, as the benchmark's one-shot searches); ``kwargs`` override the
         build defaults."""
-        net = NB201Supernet(**{**self.build_defaults, **kwargs})
+        net = NB201Supernet(**{**self.build_defaults, "ops": self.ops, "nodes": self.nodes,
+                               **kwargs})
         net.space = self
         return net
 

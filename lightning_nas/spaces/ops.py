@@ -56,16 +56,19 @@ class SepConv(nn.Sequential):
 
 
 class Zero(nn.Module):
-    """The 'none' op: zeros of the strided output shape (no parameters)."""
+    """The 'none' op: zeros of the strided output shape (no parameters); ``c_out`` other
+    channels than the input's (None: the same)."""
 
-    def __init__(self, stride: int):
+    def __init__(self, stride: int, c_out: int | None = None):
         super().__init__()
         self.stride = stride
+        self.c_out = c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride == 1:
-            return x.mul(0.0)
-        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+        out = x if self.stride == 1 else x[:, :, :: self.stride, :: self.stride]
+        if self.c_out is not None and self.c_out != x.shape[1]:
+            return out.new_zeros(out.shape[0], self.c_out, *out.shape[2:])
+        return out.mul(0.0)
 
 
 class FactorizedReduce(nn.Module):

@@ -210,6 +210,9 @@ def space_from_spec(spec: dict[str, Any]) -> Any:
     if not (isinstance(cls, type) and issubclass(cls, SearchSpace)):
         raise ValueError(f"{path!r} in the checkpoint is not a search space class")
     args = dict(spec.get("init_args") or {})
+    from lightning_nas.spaces.registry import check_loadable
+
+    check_loadable(args)  # ops by class_path: only from modules imported already
     if isinstance(args.get("constraints"), dict):
         args["constraints"] = Constraints(**args["constraints"])
     return cls(**args)
