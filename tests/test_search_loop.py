@@ -178,6 +178,13 @@ def test_a_search_with_another_identity_refuses_to_resume(tmp_path):
     run_search(SPACE, sampler_of("random"), SyntheticEvaluator(), budget_trials=5,
                run_dir=tmp_path, resume=True, progress=False, identity=identity)
     assert len(read_journal(tmp_path)) == 5
+    # a parameter that a newer version of the sampler class added (absent when the search
+    # started; the old search ran with its default behaviour): not a difference
+    newer = {**identity, "sampler": {"class_path": "RandomSampler",
+                                     "init_args": {"seed": 0, "dedup": True}}}
+    run_search(SPACE, sampler_of("random"), SyntheticEvaluator(), budget_trials=6,
+               run_dir=tmp_path, resume=True, progress=False, identity=newer)
+    assert len(read_journal(tmp_path)) == 6
 
 
 def test_resume_of_an_empty_run_dir_starts_fresh(tmp_path):

@@ -132,7 +132,8 @@ class Journal:
         except (json.JSONDecodeError, OSError) as err:
             raise ValueError(f"{path} cannot be read ({err}); restore it, or delete it to "
                              "resume without checking the settings") from None
-        difference = first_difference(saved, _json_safe(identity))
+        # parameters added to a class since the search started are not a difference
+        difference = first_difference(saved, _json_safe(identity), new_init_args_ok=True)
         if difference is not None:
             where, before, now = difference
             raise ValueError(
@@ -153,21 +154,29 @@ class Journal:
             self._file = None
 
 
-def first_difference(before: Any, now: Any, where: str = "") -> tuple[str, Any, Any] | None:
+def first_difference(before: Any, now: Any, where: str = "", *,
+                     new_init_args_ok: bool = False) -> tuple[str, Any, Any] | None:
     """``(dotted path, value before, value now)`` of the first difference between two JSON
-    values (mappings in sorted key order; a missing key reads as ``<absent>``), or None."""
+    values (mappings in sorted key order; a missing key reads as ``<absent>``), or None.
+
+    ``new_init_args_ok``: a key of an ``init_args`` mapping that only ``now`` has is no
+    difference: a parameter a newer version of a class added (with its default; e.g. a
+    space's ``ops``), which a search started before it was added never had."""
     if isinstance(before, dict) and isinstance(now, dict):
         for key in sorted(set(before) | set(now)):
+            if key not in before and new_init_args_ok and where.endswith("init_args"):
+                continue
             if key not in before or key not in now:
                 return (f"{where}.{key}".lstrip("."), before.get(key, "<absent>"),
                         now.get(key, "<absent>"))
-            found = first_difference(before[key], now[key], f"{where}.{key}")
+            found = first_difference(before[key], now[key], f"{where}.{key}",
+                                     new_init_args_ok=new_init_args_ok)
             if found is not None:
                 return found
         return None
     if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
         for i, (b, n) in enumerate(zip(before, now)):
-            found = first_difference(b, n, f"{where}[{i}]")
+            found = first_difference(b, n, f"{where}[{i}]", new_init_args_ok=new_init_args_ok)
             if found is not None:
                 return found
         return None
