@@ -59,9 +59,15 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
                                     "mutations_per_parent": 10, "random_candidates": 50,
                                     "retrain_every": 5}),
     "reinforce": ("Reinforce", {"learning_rate": 0.05, "baseline_decay": 0.9}),
+    "ls": ("LocalSearch", {"initial_random": 10}),
+    "npenas": ("NPENAS", {"initial_random": 10, "queries_per_iteration": 1,
+                          "acquisition": "mean", "num_parents": 10,
+                          "mutations_per_parent": 20, "ensemble_size": 5, "hidden": (32, 32),
+                          "epochs": 200, "learning_rate": 0.01}),
 }
 NAMES = {"random": "Random search", "rea": "Regularized evolution",
-         "bo": "BO (BANANAS-style)", "reinforce": "REINFORCE"}
+         "bo": "BO (BANANAS-style)", "reinforce": "REINFORCE", "ls": "Local search",
+         "npenas": "NPENAS-NP"}
 
 
 def _one_run(task: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +79,7 @@ def _one_run(task: dict[str, Any]) -> dict[str, Any]:
     from lightning_nas.spaces.nb201 import NB201Space
 
     space = NB201Space()
-    cls_name, kwargs = SAMPLERS[task["sampler"]]
+    cls_name, kwargs = task["spec"]  # SAMPLERS[name], variants included
     kwargs = {**kwargs, **task.get("overrides", {})}
     sampler = getattr(search, cls_name)(space, seed=task["seed"], **kwargs)
     evaluator = search.TabularEvaluator(task["table"], metric=SEARCH_METRIC,
@@ -131,7 +137,7 @@ def summarise(runs: list[dict[str, Any]], samplers: list[str], budgets: list[int
             entry = {"n": len(sel)}
             for key in ("val", *TEST_METRICS):
                 mean, std = _mean_std([s[key] for s in sel])
-                entry[key] = {"mean": mean, "std": std}
+                entry[key] = {"mean": mean, "std": std, "se": std / len(sel) ** 0.5}
             if name != "random" and "random" in samplers:
                 rand = [r["selections"][str(b)]["cifar10"] for r in runs if r["sampler"] == "random"]
                 diff, se, p = _welch([s["cifar10"] for s in sel], rand)
@@ -153,25 +159,28 @@ def summarise(runs: list[dict[str, Any]], samplers: list[str], budgets: list[int
 def markdown(table: dict[str, Any], budgets: list[int], n_seeds: int) -> str:
     lines = [
         (f"NAS-Bench-201, search on CIFAR-10 validation accuracy, selected cell's test accuracy "
-         f"(%), mean +- std over {n_seeds} seeds."),
+         f"(%), mean +- standard error (standard deviation) over {n_seeds} seeds."),
         "",
         ("| sampler | queries | C10 val | C10 test | C100 test | IN16-120 test | C10 test vs "
          "random (diff +- se, p) | published C10 test (time budget) |"),
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def cell(e: dict[str, float]) -> str:
+        return f"{e['mean']:.2f} +- {e['se']:.2f} ({e['std']:.2f})"
+
     for name, entry in table.items():
         pub = PUBLISHED_C10.get(name)
         pub_text = f"{pub[0]:.2f} +- {pub[1]:.2f}" if pub else \
-            f"(BOHB {PUBLISHED_BOHB_C10[0]:.2f} +- {PUBLISHED_BOHB_C10[1]:.2f})"
+            f"(BOHB {PUBLISHED_BOHB_C10[0]:.2f} +- {PUBLISHED_BOHB_C10[1]:.2f})" \
+            if name == "bo" else "-"
         for b in budgets:
             e = entry["budgets"][str(b)]
             vs = e.get("vs_random_cifar10")
             vs_text = f"{vs['diff']:+.2f} +- {vs['se']:.2f}, p={vs['p_welch']:.2g}" if vs else "-"
             lines.append(
-                f"| {NAMES[name]} | {b} | {e['val']['mean']:.2f} +- {e['val']['std']:.2f} | "
-                f"{e['cifar10']['mean']:.2f} +- {e['cifar10']['std']:.2f} | "
-                f"{e['cifar100']['mean']:.2f} +- {e['cifar100']['std']:.2f} | "
-                f"{e['imagenet16']['mean']:.2f} +- {e['imagenet16']['std']:.2f} | {vs_text} | "
+                f"| {NAMES[name]} | {b} | {cell(e['val'])} | {cell(e['cifar10'])} | "
+                f"{cell(e['cifar100'])} | {cell(e['imagenet16'])} | {vs_text} | "
                 f"{pub_text if b == budgets[-1] else ''} |")
     lines += ["", ("Loop overhead per trial (ms; mean over runs of each run's mean, +- std over "
                    "runs): total = sampler ask/tell + bookkeeping (validation, journal line, "
@@ -201,6 +210,27 @@ def table_facts(path: Path) -> dict[str, float]:
             "best_val_arch": best_val["arch_str"]}
 
 
+def add_variant(parser: argparse.ArgumentParser, spec: str) -> None:
+    """``NAME=BASE:K=V,K=V``: register sampler NAME with BASE's class and settings, K set to
+    the JSON value V (a bare word is a string)."""
+    try:
+        name, rest = spec.split("=", 1)
+        base, _, changes = rest.partition(":")
+        cls_name, kwargs = SAMPLERS[base]
+        kwargs = dict(kwargs)
+        for item in filter(None, changes.split(",")):
+            key, value = item.split("=", 1)
+            try:
+                kwargs[key] = json.loads(value)
+            except json.JSONDecodeError:
+                kwargs[key] = value
+    except (ValueError, KeyError):
+        parser.error(f"--variant {spec!r}: expected NAME=BASE:KEY=VALUE,... with BASE one of "
+                     f"{', '.join(SAMPLERS)}")
+    SAMPLERS[name] = (cls_name, kwargs)
+    NAMES[name] = f"{NAMES[base]} [{changes or 'as ' + base}]"
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from lightning_nas.search.evaluators import default_nb201_table
 
@@ -209,7 +239,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed_offset", type=int, default=0,
                         help="first seed (the runs use seed_offset .. seed_offset + seeds - 1)")
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 150, 300])
-    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=BASE:K=V,...",
+                        help="add a sampler variant NAME: BASE's settings with K=V changed "
+                             "(V as JSON, e.g. ls1=ls:initial_random=1); then list NAME in "
+                             "--samplers")
+    parser.add_argument("--samplers", nargs="+", default=None,
+                        help=f"samplers to run (default: all of {', '.join(SAMPLERS)})")
     parser.add_argument("--table", type=Path, default=None, help="NB201 CSV (default shared)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "reproduce_nb201")
     parser.add_argument("--workers", type=int, default=2, help="parallel runs (processes)")
@@ -221,6 +256,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="override BO's retrain_growth (refit once the results grew by "
                              "this fraction)")
     args = parser.parse_args(argv)
+    for spec in args.variant:
+        add_variant(parser, spec)
+    args.samplers = args.samplers or [n for n in SAMPLERS if n in NAMES and
+                                      not any(v.startswith(n + "=") for v in args.variant)]
+    unknown = [n for n in args.samplers if n not in SAMPLERS]
+    if unknown:
+        parser.error(f"unknown samplers {unknown}; known: {', '.join(SAMPLERS)}")
 
     table_path = args.table or default_nb201_table()
     if not table_path.is_file():
@@ -240,7 +282,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             overrides["retrain_every"] = args.bo_retrain_every
         if name == "bo" and args.bo_retrain_growth is not None:
             overrides["retrain_growth"] = args.bo_retrain_growth
-        tasks += [{"sampler": name, "seed": seed, "budgets": budgets, "table": str(table_path),
+        tasks += [{"sampler": name, "spec": SAMPLERS[name], "seed": seed, "budgets": budgets,
+                   "table": str(table_path),
                    "run_root": str(run_root), "overrides": overrides}
                   for seed in range(args.seed_offset, args.seed_offset + args.seeds)]
     start = time.perf_counter()

@@ -22,11 +22,14 @@ from lightning_nas.search.loop import (
 )
 from lightning_nas.search.predictor_evaluator import PredictorEvaluator
 from lightning_nas.search.samplers import (
+    NPENAS,
     BayesianOptimization,
+    LocalSearch,
     RandomSampler,
     RegularizedEvolution,
     Reinforce,
     Sampler,
+    neighbours,
     one_hot_batch,
     space_size,
 )
@@ -36,8 +39,10 @@ __all__ = [
     "BayesianOptimization",
     "Evaluator",
     "Journal",
+    "LocalSearch",
     "MLPEnsemble",
     "MetricObjective",
+    "NPENAS",
     "PredictorEvaluator",
     "PredictorSurrogate",
     "RandomSampler",
@@ -50,6 +55,7 @@ __all__ = [
     "TrainingEvaluator",
     "UnsatisfiableConstraintError",
     "default_nb201_table",
+    "neighbours",
     "one_hot_batch",
     "read_journal",
     "run_search",
