@@ -4,28 +4,29 @@ Each function scores an *untrained* network on one batch without modifying it (a
 in train mode is scored, as in :mod:`lightning_nas.estimation.zero_cost`). Definitions:
 
 * :func:`zico` -- Li, Yang, Wang, Marculescu, "ZiCo: Zero-shot NAS via inverse Coefficient
-  of Variation on Gradients", ICLR 2023, Sec. 3.3 (the ZiCo definition):
+  of Variation on Gradients", ICLR 2023, Sec. 3 (the ZiCo definition, written out here):
   ``ZiCo = sum_l log( sum_{theta in layer l} E[|g_theta|] / sqrt(Var[g_theta]) )`` with
   ``g_theta`` the loss gradient of weight ``theta`` on each of N batches (mean and variance
   over the batches).
 * :func:`swap` -- Peng, Song, Xu, Tan, Abdelfattah, "SWAP-NAS: Sample-Wise Activation
-  Patterns for Ultra-fast NAS", ICLR 2024, Sec. 3.2: the number of distinct *sample-wise*
+  Patterns for Ultra-fast NAS", ICLR 2024, Sec. 3: the number of distinct *sample-wise*
   activation patterns, one binary vector per ReLU unit over the S inputs of the batch
-  (not the regularised variant of Sec. 3.3, which targets a model size).
+  (not the paper's regularised variant, which steers the model size).
 * :func:`zen_score` -- Lin, Wang, Sun, Chen, Sun, Qian, Li, Jin, "Zen-NAS: A Zero-Shot NAS
-  for High-Performance Image Recognition", ICCV 2021, Sec. 3 (Eq. 4-6):
+  for High-Performance Image Recognition", ICCV 2021, Sec. 3 (the Zen-score definition):
   ``Zen = log E||f(x) - f(x + alpha eps)||_F + sum_i log sigma_i`` with ``f`` the feature
   map before global average pooling, Gaussian ``x`` and ``eps``, ``alpha = 0.01``, weights
   drawn from N(0, 1), and ``sigma_i = sqrt(mean_j sigma_ij^2)`` over the channels j of the
   i-th BatchNorm layer (its batch standard deviations).
 * :func:`az_nas` and :func:`az_nas_aggregate` -- Lee & Ham, "AZ-NAS: Assembling Zero-Cost
-  Proxies for Network Architecture Search", CVPR 2024, Sec. 3: expressivity (sum over
+  Proxies for Network Architecture Search", CVPR 2024, Sec. 3 (definitions checked against
+  the authors' released scoring code): expressivity (sum over
   feature maps of the entropy of the normalised eigenvalues of the channel covariance),
   progressivity (the smallest increase of that entropy between consecutive feature maps),
   trainability (mean over consecutive feature maps of ``2 - sigma - 1/sigma``, sigma the
   largest singular value of the block's Jacobian estimated with a Rademacher probe) and
   complexity (FLOPs), combined by the non-linear ranking aggregation
-  ``s = sum_m log(rank_m / N)`` (Sec. 3.5).
+  ``s = sum_m log(rank_m / N)``.
 
 The papers' code differs from their text in places; where it does, the comment says which
 one is followed here.
@@ -134,7 +135,7 @@ def _relu_patterns(clone: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 
 
 def swap(net: nn.Module, inputs: torch.Tensor) -> float:
-    """SWAP (Peng et al. 2024, Sec. 3.2): the number of distinct sample-wise activation
+    """SWAP (Peng et al. 2024, Sec. 3): the number of distinct sample-wise activation
     patterns.
 
     Every ReLU unit n (each channel and position of each ReLU's input) has the pattern
@@ -164,7 +165,7 @@ def _pre_pool_hook(clone: nn.Module, store: list[torch.Tensor]):
 def zen_score(net: nn.Module, inputs: torch.Tensor, *, alpha: float = 0.01,
               noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
               gaussian_init: bool = True) -> float:
-    """Zen-score (Lin et al. 2021, Eq. 4-6).
+    """Zen-score (Lin et al. 2021, Sec. 3).
 
     ``Delta = mean_i ||f(x_i) - f(x_i + alpha eps_i)||_F`` over the batch, ``f`` the input of
     the network's last ``nn.AdaptiveAvgPool2d`` (the pre-GAP feature map), and for every
@@ -249,7 +250,7 @@ def default_feature_modules(net: nn.Module) -> list[nn.Module]:
 def _entropy_of_covariance(feat: torch.Tensor) -> float:
     """AZ-NAS expressivity of one feature map (B, C, H, W): the channel covariance over the
     B*H*W positions (centred, divided by their number), its eigenvalues normalised to sum
-    to 1, and their entropy ``-sum p log(p + 1e-8)`` (Lee & Ham 2024, Sec. 3.1)."""
+    to 1, and their entropy ``-sum p log(p + 1e-8)`` (Lee & Ham 2024, Sec. 3)."""
     x = feat.detach().double()
     x = x.movedim(1, -1).reshape(-1, x.shape[1])  # (B*H*W, C)
     x = x - x.mean(dim=0, keepdim=True)
@@ -263,7 +264,7 @@ def _entropy_of_covariance(feat: torch.Tensor) -> float:
 
 def _block_trainability(f_in: torch.Tensor, f_out: torch.Tensor,
                         generator: torch.Generator | None) -> float:
-    """``2 - sigma - 1/sigma`` for the block f_in -> f_out (Lee & Ham 2024, Sec. 3.3).
+    """``2 - sigma - 1/sigma`` for the block f_in -> f_out (Lee & Ham 2024, Sec. 3).
 
     sigma is the largest singular value of ``M = G_in^T G_out / (B*H*W)``: ``G_out`` a
     Rademacher probe (B*H*W, C_out) at the block's output, ``G_in = J^T G_out`` its
@@ -290,7 +291,7 @@ def az_nas(net: nn.Module, inputs: torch.Tensor, *,
            feature_modules: Sequence[nn.Module] | None = None,
            generator: torch.Generator | None = None, kaiming_init: bool = True
            ) -> dict[str, float]:
-    """The four AZ-NAS proxies of one network (Lee & Ham 2024, Sec. 3.1-3.4).
+    """The four AZ-NAS proxies of one network (Lee & Ham 2024, Sec. 3).
 
     With ``f_0, ..., f_L`` the outputs of ``feature_modules`` (default
     :func:`default_feature_modules`: the stem and every cell) on ``inputs``, and ``E_l``
@@ -363,7 +364,7 @@ def az_nas(net: nn.Module, inputs: torch.Tensor, *,
 
 def az_nas_aggregate(scores: Mapping[str, Sequence[float]],
                      names: Sequence[str] = AZ_NAS_PROXIES) -> np.ndarray:
-    """AZ-NAS non-linear ranking aggregation (Lee & Ham 2024, Sec. 3.5, Eq. 9):
+    """AZ-NAS non-linear ranking aggregation (Lee & Ham 2024, Sec. 3):
     ``s(a) = sum_m log(rank_m(a) / N)`` over the proxies m, ``rank_m`` the ascending rank
     of network a among the N scored ones (1 = lowest score, N = highest; ties get their
     average rank, NaN and -inf rank lowest). A network must rank high on *every* proxy to

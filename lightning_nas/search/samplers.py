@@ -782,7 +782,7 @@ class LocalSearch(Sampler):
 # ---------------------------------------------------------------------------------------
 class NPENAS(BayesianOptimization):
     """Neural-predictor-guided evolution (Wei, Niu, Tang, Wang, Hu & Li, "NPENAS: Neural
-    Predictor Guided Evolution for Neural Architecture Search", IEEE TNNLS 2022, Alg. 1).
+    Predictor Guided Evolution for Neural Architecture Search", IEEE TNNLS 2022).
 
     After ``initial_random`` random results, every iteration refits the predictor on all
     results, mutates the parents (the ``num_parents`` best results so far) into candidates

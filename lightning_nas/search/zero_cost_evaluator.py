@@ -127,7 +127,6 @@ class ScoreTable:
                  proxies: Sequence[str] | None = None, dataset: str = "cifar10"):
         import csv
         import json
-        import math
         from pathlib import Path
 
         if path is None:
