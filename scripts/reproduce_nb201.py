@@ -38,6 +38,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SEARCH_METRIC = "cifar10valid_val_200ep"
+#: --dataset -> the dataset column of NASLib's zero_cost_scores.csv
+NASLIB_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16": "ImageNet16-120"}
 #: --dataset -> the validation accuracy searched on (the benchmark protocol: search on
 #: validation, report test)
 SEARCH_METRICS = {"cifar10": "cifar10valid_val_200ep", "cifar100": "cifar100_val_200ep",
@@ -91,7 +93,9 @@ def _one_run(task: dict[str, Any]) -> dict[str, Any]:
     if warm is not None:  # the first queries: the proxy-ranked top of a pool of scored cells
         from lightning_nas.search.zero_cost_evaluator import ScoreTable, ZeroCostWarmup
 
-        table = ScoreTable(space, warm["path"], proxies=warm["proxies"])
+        # the scores computed on the searched dataset where the file has rows per dataset
+        table = ScoreTable(space, warm["path"], proxies=warm["proxies"],
+                           dataset=NASLIB_DATASETS[task.get("dataset", "cifar10")])
         sampler = ZeroCostWarmup(sampler, table, pool_size=warm["pool_size"],
                                  warmup=warm["warmup"], aggregate=warm["aggregate"],
                                  seed=task["seed"])
@@ -329,6 +333,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             overrides["retrain_growth"] = args.bo_retrain_growth
         tasks += [{"sampler": name, "spec": SAMPLERS[name], "seed": seed, "budgets": budgets,
                    "table": str(table_path), "search_metric": search_metric,
+                   "dataset": args.dataset,
                    "run_root": str(run_root), "overrides": overrides}
                   for seed in range(args.seed_offset, args.seed_offset + args.seeds)]
     start = time.perf_counter()
