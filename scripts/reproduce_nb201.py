@@ -337,10 +337,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "run_root": str(run_root), "overrides": overrides}
                   for seed in range(args.seed_offset, args.seed_offset + args.seeds)]
     start = time.perf_counter()
+    # every finished run is appended to <out>/runs.jsonl at once, and a restart with the
+    # same --out skips the (sampler, seed) pairs already there: a killed run loses nothing
+    journal = args.out / "runs.jsonl"
     runs: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+    if journal.exists():
+        wanted = {(t["sampler"], t["seed"]) for t in tasks}
+        for line in journal.read_text().splitlines():
+            try:
+                run = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by the kill
+            if (run["sampler"], run["seed"]) in wanted:
+                runs.append(run)
+                wanted.discard((run["sampler"], run["seed"]))
+        tasks = [t for t in tasks if (t["sampler"], t["seed"]) in wanted]
+    with ProcessPoolExecutor(max_workers=args.workers) as pool, journal.open("a") as log:
         for k, run in enumerate(pool.map(_one_run, tasks, chunksize=1), start=1):
             runs.append(run)
+            log.write(json.dumps(run) + "\n")
+            log.flush()
             if k % 10 == 0 or k == len(tasks):
                 print(f"[{k}/{len(tasks)}] runs done, {time.perf_counter() - start:.0f} s",
                       file=sys.stderr, flush=True)
