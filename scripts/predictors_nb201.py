@@ -52,6 +52,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--test", type=int, default=1000, help="held-out cells per seed")
     p.add_argument("--target", default="cifar10valid_val_200ep")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--zc", default=None,
+                   help="zero-cost scores (scores.jsonl of scripts/zero_cost_recent_nb201.py): "
+                        "cells are drawn among the scored ones, and every model also runs "
+                        "with the scores appended to its encoding (label +zc)")
+    p.add_argument("--zc-proxies", nargs="+", default=None,
+                   help="the proxies used as features (default: all in the file)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--table", default=str(shared_data_dir() / "nb201" / "nb201_accuracy.csv"))
     p.add_argument("--out", default="runs/predictors_nb201")
@@ -62,7 +68,7 @@ def main(argv=None) -> dict:
     import torch
     from scipy.stats import kendalltau, spearmanr
 
-    from lightning_nas.estimation.predictors import encode, make_predictor
+    from lightning_nas.estimation.predictors import ArchPredictor, encode, make_predictor
     from lightning_nas.spaces.nb201 import NB201Space
 
     args = parse_args(argv)
@@ -70,6 +76,16 @@ def main(argv=None) -> dict:
     with open(args.table, newline="") as f:
         rows = list(csv.DictReader(f))
     space = NB201Space()
+    zc_table = None
+    if args.zc:
+        from lightning_nas.search.zero_cost_evaluator import ScoreTable
+
+        zc_table = ScoreTable(space, args.zc, proxies=args.zc_proxies)
+        scored = {a.digest for a in zc_table.candidates()}
+        rows = [r for r in rows if space.parse(r["arch_str"]).digest in scored]
+        if len(rows) < max(args.sizes) + args.test:
+            raise SystemExit(f"{args.zc} scores {len(rows)} cells; need max(--sizes) + --test "
+                             f"= {max(args.sizes) + args.test}")
     strings = [r["arch_str"] for r in rows]
     target = np.array([float(r[args.target]) for r in rows])
     params_cache: dict[int, int] = {}
@@ -105,30 +121,50 @@ def main(argv=None) -> dict:
                                      "fit_seconds": []})
             e["kendall"].append(float(kendalltau(base, test_y).statistic))
             e["spearman"].append(float(spearmanr(base, test_y).statistic))
-        for label in args.models:
-            kind, encoding = MODELS[label]
-            x_test = feats(test_idx, encoding)
+        runs = [(label, False) for label in args.models]
+        if zc_table is not None:
+            runs += [(label, True) for label in args.models]
+            runs.append(("zc only (gbm)", True))
+        for label, with_zc in runs:
+            kind, encoding = MODELS.get(label, ("gradient_boosting", None))
             for n in args.sizes:
                 idx = train_idx[:n]
                 model = make_predictor(kind, seed=seed)
                 t0 = time.perf_counter()
-                model.fit(feats(idx, encoding), target[idx])
+                if with_zc:  # ArchPredictor: encoding + zero-cost scores scaled on the train set
+                    pred_model = ArchPredictor(space, model, encoding=encoding or "one_hot",
+                                               zero_cost=zc_table)
+                    train_x = pred_model.features([archs[i] for i in idx], fit_scaling=True)
+                    test_x = pred_model.features([archs[i] for i in test_idx])
+                    if encoding is None:  # the scores alone
+                        width = train_x.shape[1] - len(pred_model.zero_cost_proxies)
+                        train_x, test_x = train_x[:, width:], test_x[:, width:]
+                    model.fit(train_x, target[idx])
+                else:
+                    test_x = feats(test_idx, encoding)
+                    model.fit(feats(idx, encoding), target[idx])
                 fit_s = time.perf_counter() - t0
-                pred = model.predict(x_test)
-                e = results.setdefault(label, {}).setdefault(
+                pred = model.predict(test_x)
+                if with_zc and encoding is not None:
+                    label_n = label + "+zc"
+                else:
+                    label_n = label
+                e = results.setdefault(label_n, {}).setdefault(
                     n, {"kendall": [], "spearman": [], "coverage95": [], "fit_seconds": []})
                 e["kendall"].append(float(kendalltau(pred.mean, test_y).statistic))
                 e["spearman"].append(float(spearmanr(pred.mean, test_y).statistic))
                 e["coverage95"].append(float(np.mean(np.abs(pred.mean - test_y)
                                                      <= 1.96 * pred.std)))
                 e["fit_seconds"].append(fit_s)
-                print(f"seed {seed} {label} n={n}: tau {e['kendall'][-1]:.3f} rho "
+                print(f"seed {seed} {label_n} n={n}: tau {e['kendall'][-1]:.3f} rho "
                       f"{e['spearman'][-1]:.3f} ({fit_s:.1f}s, {time.time() - start:.0f}s)",
                       flush=True)
     summary = {label: {str(n): {k: [float(np.mean(v)), float(np.std(v))] if v else None
                                 for k, v in e.items()} for n, e in by_n.items()}
                for label, by_n in results.items()}
-    res = {"target": args.target, "sizes": args.sizes, "seeds": args.seeds,
+    res = {"target": args.target, "sizes": args.sizes, "zc": args.zc,
+           "zc_proxies": None if zc_table is None else list(zc_table.proxies),
+           "cells_drawn_from": len(rows), "seeds": args.seeds,
            "test_cells": args.test, "summary": summary, "raw": {
                label: {str(n): e for n, e in by_n.items()} for label, by_n in results.items()},
            "machine": {"cpu": cpu_model(), "threads": args.threads, "torch": torch.__version__,
@@ -145,6 +181,11 @@ def markdown(res: dict) -> str:
     lines = [f"# Accuracy predictors on NAS-Bench-201 ({res['target']})", "",
              f"Held-out cells: {res['test_cells']} per seed; mean +- std over {res['seeds']} "
              f"seeds; machine {res['machine']['cpu']}, {res['machine']['threads']} thread.", ""]
+    if res.get("zc"):
+        lines += [f"Cells drawn among the {res['cells_drawn_from']} with zero-cost scores in "
+                  f"{res['zc']}; +zc: the encoding plus the scores {res['zc_proxies']} "
+                  "(signed log, standardised on the training cells); 'zc only (gbm)': "
+                  "gradient boosting on the scores alone.", ""]
     for metric, title in (("kendall", "Kendall tau"), ("spearman", "Spearman rho"),
                           ("coverage95", "95% interval coverage"),
                           ("fit_seconds", "fit seconds")):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import math
 import os
 import pickle
 from pathlib import Path
@@ -113,6 +114,9 @@ def test_the_glob_finds_every_tabular_search_config():
 def test_every_search_config_runs(config, full_table, tmp_path, capsys):
     head = config.read_text().splitlines()[:3]
     assert all(line.startswith("#") for line in head)
+    if "ScoreTable" in config.read_text() and not (_shared() / "nb201" /
+                                                   "zero_cost_scores.csv").is_file():
+        pytest.skip("needs ../shared/data/nb201/zero_cost_scores.csv")
     assert "lightning-nas search --config" in config.read_text()
     summary = main_search(["--config", str(config), "--evaluator.init_args.path",
                            str(full_table), "--run_dir", str(tmp_path), "--budget_trials", "6",
@@ -186,3 +190,23 @@ def test_the_evaluator_protocol_has_a_default_for_every_optional_part():
         ev.bind(DartsSpace())
     with pytest.raises(ValueError, match="has no space to build"):
         Plain().network(arch)
+
+
+def test_zero_cost_warmup_config_resumes_to_the_same_search(full_table, tmp_path):
+    """configs/search/nb201_local_search_zc_warmup.yaml: the warm start's queue and the local
+    search behind it are in the loop's snapshot, so 6 trials + resume = 14 in one go."""
+    if not (_shared() / "nb201" / "zero_cost_scores.csv").is_file():
+        pytest.skip("needs ../shared/data/nb201/zero_cost_scores.csv")
+    config = ROOT / "configs" / "search" / "nb201_local_search_zc_warmup.yaml"
+    common = ["--config", str(config), "--evaluator.init_args.path", str(full_table),
+              "--progress", "false", "--zero_cost_warmup.pool_size", "50"]
+    main_search(common + ["--run_dir", str(tmp_path / "a"), "--budget_trials", "14"])
+    main_search(common + ["--run_dir", str(tmp_path / "b"), "--budget_trials", "6"])
+    main_search(common + ["--run_dir", str(tmp_path / "b"), "--budget_trials", "14",
+                          "--resume", "true"])
+    journal = read_journal(tmp_path / "a")
+    assert without_timing(journal) == without_timing(read_journal(tmp_path / "b"))
+    from lightning_nas.search.zero_cost_evaluator import ScoreTable
+
+    table = ScoreTable(SPACE, proxies=["nwot"])
+    assert all(not math.isnan(table(SPACE.parse(r["arch"]))["nwot"]) for r in journal[:10])

@@ -15,6 +15,7 @@ from lightning_nas.data.synthetic import SyntheticDataModule
 from lightning_nas.estimation.zero_cost import compute_proxies
 from lightning_nas.search.samplers import RandomSampler, RegularizedEvolution
 from lightning_nas.search.zero_cost_evaluator import (
+    ScoreTable,
     ZeroCostEvaluator,
     ZeroCostWarmup,
     zero_cost_prefilter,
@@ -152,3 +153,69 @@ def test_warmup_in_the_search_loop(tmp_path):
     assert len(sampler.history) == 6
     assert [r for _, r in sampler.history[:3]] == sorted(
         [r for _, r in sampler.history[:3]], reverse=True)
+
+
+def _score_file(tmp_path, space, n=40):
+    """A JSON-lines score file as scripts/zero_cost_recent_nb201.py writes: n cells, score
+    a = _fake_scorer, score b = its negation (so the rank sum of a and b ties everything)."""
+    import json
+
+    rng = random.Random(0)
+    cells = {space.sample(rng).digest: None for _ in range(200)}
+    archs, seen = [], set()
+    while len(archs) < n:
+        arch = space.sample(rng)
+        if arch.digest not in seen:
+            seen.add(arch.digest)
+            archs.append(arch)
+    del cells
+    path = tmp_path / "scores.jsonl"
+    path.write_text("".join(json.dumps({"arch_str": space.to_string(a), "index": k,
+                                        "scores": {"a": _fake_scorer(a),
+                                                   "b": -_fake_scorer(a)}}) + "\n"
+                            for k, a in enumerate(archs)) + '{"arch_str": "|cut')
+    return path, archs
+
+
+def test_score_table_reads_scores_and_gives_nan_for_unknown_cells(tmp_path):
+    space = NB201Space()
+    path, archs = _score_file(tmp_path, space)
+    table = ScoreTable(space, str(path), proxies=["a"])
+    assert len(table) == 40 and table.candidates() == archs  # the cut last line is skipped
+    assert table(archs[3]) == {"a": _fake_scorer(archs[3])}
+    other = next(a for a in (space.from_index(i) for i in range(100)) if a not in archs)
+    assert math.isnan(table(other)["a"])
+    with pytest.raises(ValueError, match=r"no scores for \['c'\]"):
+        ScoreTable(space, str(path), proxies=["c"])
+    with pytest.raises(FileNotFoundError, match="zero_cost_recent_nb201.py"):
+        ScoreTable(space, str(tmp_path / "missing.jsonl"))
+
+
+def test_warmup_draws_its_pool_among_the_scored_cells_and_resumes_without_history(tmp_path):
+    space = NB201Space()
+    path, archs = _score_file(tmp_path, space)
+    table = ScoreTable(space, str(path), proxies=["a"])
+
+    def make():
+        return ZeroCostWarmup(RandomSampler(space, seed=0), table, pool_size=40, warmup=4,
+                              seed=3)
+
+    sampler = make()
+    warm = [sampler.ask() for _ in range(4)]
+    best = sorted(archs, key=lambda a: -_fake_scorer(a))
+    # the pool is every scored cell: the warm-up is their top 4 by score a
+    assert sorted(_fake_scorer(a) for a in warm) == sorted(_fake_scorer(a) for a in best[:4])
+    for arch in warm[:3]:
+        sampler.tell(arch, 1.0)
+    compact = sampler.state_dict(history=False)
+    restored = make()
+    restored.load_state_dict(compact, history=list(sampler.history), asked=[warm[3]])
+    for s in (sampler, restored):
+        s.tell(warm[3], 2.0)
+    assert [sampler.ask() for _ in range(5)] == [restored.ask() for _ in range(5)]
+    # AZ-NAS aggregation of a and -a: every cell's log-rank sum is the same but one (ties)
+    az = ZeroCostWarmup(RandomSampler(space), ScoreTable(space, str(path)), pool_size=40,
+                        warmup=2, aggregate="az_nas")
+    assert az.ask() in archs
+    with pytest.raises(ValueError, match="aggregate must be one of"):
+        ZeroCostWarmup(RandomSampler(space), table, aggregate="mean")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -382,27 +382,69 @@ class ArchPredictor:
     """
 
     def __init__(self, space: SearchSpace, model: Predictor | None = None, *,
-                 encoding: str = "one_hot"):
+                 encoding: str = "one_hot",
+                 zero_cost: Callable[[Arch], Mapping[str, float]] | None = None,
+                 zero_cost_proxies: Sequence[str] | None = None):
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
         if "path" in encoding and space.name != "nb201":
             raise ValueError(f"the path encoding is defined for NB201 only, not {space.name!r}")
+        if zero_cost is not None and not callable(zero_cost):
+            raise TypeError(f"zero_cost must be a scorer arch -> {{proxy: score}}, got "
+                            f"{type(zero_cost).__name__}")
         self.space = space
         self.model = model if model is not None else MLPEnsemble()
         self.encoding = encoding
+        self.zero_cost = zero_cost
+        self.zero_cost_proxies = tuple(zero_cost_proxies) if zero_cost_proxies else None
+        self._zc_scale: tuple[np.ndarray, np.ndarray] | None = None  # (mean, std) per proxy
 
     @property
     def fitted(self) -> bool:
         return self.model.fitted
 
-    def features(self, archs: Sequence[Arch]) -> np.ndarray:
-        return encode(self.space, [self.space.validate(a) for a in archs], self.encoding)
+    def zero_cost_matrix(self, archs: Sequence[Arch]) -> np.ndarray:
+        """The raw zero-cost scores (N, P) of ``archs`` (NaN where the scorer has none), in
+        the order of ``zero_cost_proxies`` (default: the scorer's keys for the first arch,
+        fixed then)."""
+        raw = [self.zero_cost(a) for a in archs]
+        if self.zero_cost_proxies is None:
+            self.zero_cost_proxies = tuple(k for k in raw[0] if not k.endswith("_seconds"))
+        return np.array([[float(r.get(p, math.nan)) for p in self.zero_cost_proxies]
+                         for r in raw], dtype=np.float64)
+
+    def features(self, archs: Sequence[Arch], *, fit_scaling: bool = False) -> np.ndarray:
+        """The encoding (N, D), and with ``zero_cost`` its P scores appended (N, D + P).
+
+        NAS-Bench-Suite-Zero's recipe (Krishnakumar et al., NeurIPS 2022 Datasets and
+        Benchmarks, Sec. 5): the architecture encoding concatenated with the zero-cost
+        scores. Each score is put through ``sign(v) log(1 + |v|)`` (synflow spans 1e27 to
+        1e44, SWAP 1e4 to 1e5) and standardised with the mean and standard deviation of the
+        training cells (``fit_scaling=True`` at fit time); a missing or non-finite score
+        becomes 0, the training mean.
+        """
+        archs = [self.space.validate(a) for a in archs]
+        x = encode(self.space, archs, self.encoding)
+        if self.zero_cost is None:
+            return x
+        z = self.zero_cost_matrix(archs)
+        z = np.sign(z) * np.log1p(np.abs(z))
+        z[~np.isfinite(z)] = np.nan
+        if fit_scaling or self._zc_scale is None:
+            with np.errstate(all="ignore"):
+                mean, std = np.nanmean(z, axis=0), np.nanstd(z, axis=0)
+            mean = np.where(np.isfinite(mean), mean, 0.0)
+            std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+            self._zc_scale = (mean, std)
+        mean, std = self._zc_scale
+        z = np.nan_to_num((z - mean) / std, nan=0.0)
+        return np.concatenate([x, z.astype(np.float32)], axis=1)
 
     def fit(self, archs: Sequence[Arch], y: Sequence[float]) -> ArchPredictor:
         """Train on evaluated architectures and their accuracies (finite values only)."""
         if len(archs) != len(y):
             raise ValueError(f"{len(archs)} architectures but {len(y)} targets")
-        self.model.fit(self.features(archs), y)
+        self.model.fit(self.features(archs, fit_scaling=True), y)
         return self
 
     def predict(self, archs: Sequence[Arch]) -> Prediction:
@@ -432,21 +474,21 @@ class _SurrogateAdapter:
     def fitted(self) -> bool:
         return self.owner.fitted
 
-    def _features(self, x: torch.Tensor) -> np.ndarray:
-        if self.owner.encoding == "one_hot":
+    def _features(self, x: torch.Tensor, fit_scaling: bool = False) -> np.ndarray:
+        if self.owner.encoding == "one_hot" and self.owner.zero_cost is None:
             return x.detach().cpu().numpy()
         sizes = [len(o) for _, o in self.owner.space.decisions()]
         bounds = [0, *itertools.accumulate(sizes)]
         archs = [self.owner.space.decode([int(torch.argmax(row[a:b])) for a, b in
                                           zip(bounds[:-1], bounds[1:])]) for row in x]
-        return encode(self.owner.space, archs, self.owner.encoding)
+        return self.owner.features(archs, fit_scaling=fit_scaling)
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
             ) -> float:
         model = self.owner.model
         if generator is not None and hasattr(model, "seed"):
             model.seed = int(torch.randint(0, 2 ** 20, (1,), generator=generator))
-        feats = self._features(x)
+        feats = self._features(x, fit_scaling=True)
         model.fit(feats, y.detach().cpu().numpy())
         self._data = (x.detach().clone(), y.detach().clone())
         pred = model.predict(feats)
@@ -476,5 +518,5 @@ class _SurrogateAdapter:
         if hasattr(self.owner.model, "seed"):
             self.owner.model.seed = int(state["seed"])
         x, y = state["data"]
-        self.owner.model.fit(self._features(x), y.numpy())
+        self.owner.model.fit(self._features(x, fit_scaling=True), y.numpy())
         self._data = (x.clone(), y.clone())

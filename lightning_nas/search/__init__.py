@@ -23,11 +23,14 @@ from lightning_nas.search.loop import (
 from lightning_nas.search.multi_fidelity import BOHB, Hyperband, SuccessiveHalving
 from lightning_nas.search.predictor_evaluator import PredictorEvaluator
 from lightning_nas.search.samplers import (
+    NPENAS,
     BayesianOptimization,
+    LocalSearch,
     RandomSampler,
     RegularizedEvolution,
     Reinforce,
     Sampler,
+    neighbours,
     one_hot_batch,
     space_size,
 )
@@ -39,8 +42,10 @@ __all__ = [
     "Evaluator",
     "Hyperband",
     "Journal",
+    "LocalSearch",
     "MLPEnsemble",
     "MetricObjective",
+    "NPENAS",
     "PredictorEvaluator",
     "PredictorSurrogate",
     "RandomSampler",
@@ -54,6 +59,7 @@ __all__ = [
     "TrainingEvaluator",
     "UnsatisfiableConstraintError",
     "default_nb201_table",
+    "neighbours",
     "one_hot_batch",
     "read_journal",
     "run_search",

@@ -185,6 +185,24 @@ def build_parser() -> ArgumentParser:
                         help="latency budgets in ms (metric latency_ms): one search per budget "
                              "in run_dir/budget_<b>ms, then the Pareto front, budgets.json and "
                              "the best subnet of each budget (Once-for-All specialisation)")
+    parser.add_argument("--zero_cost_warmup.scorer", type=Callable | None, default=None,
+                        help="zero-cost warm start of any sampler (ZeroCostWarmup): a scorer "
+                             "arch -> {proxy: score} (class_path), e.g. lightning_nas.search."
+                             "zero_cost_evaluator.ScoreTable (precomputed scores) or "
+                             "ZeroCostEvaluator; the first queries are the best-scored cells "
+                             "of a random pool, then the sampler takes over")
+    parser.add_argument("--zero_cost_warmup.pool_size", type=int, default=1000,
+                        help="cells scored for the warm start (no query spent on them)")
+    parser.add_argument("--zero_cost_warmup.warmup", type=int | None, default=None,
+                        help="queries taken from the pool's top (default: the sampler's "
+                             "population_size or initial_random, else 10)")
+    parser.add_argument("--zero_cost_warmup.metric", type=str | None, default=None,
+                        help="rank the pool by this proxy alone (default: all proxies "
+                             "combined by --zero_cost_warmup.aggregate)")
+    parser.add_argument("--zero_cost_warmup.aggregate", type=str, default="rank_sum",
+                        choices=["rank_sum", "az_nas"],
+                        help="how several proxies are combined: sum of ranks, or AZ-NAS's "
+                             "sum of log ranks")
     parser.add_argument("--max_rejections", type=int, default=1000)
     parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
     return parser
@@ -509,6 +527,16 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
     init = instantiate(cfg)
     space, sampler, evaluator = init.space, init.sampler, init.evaluator
+    warm = init.zero_cost_warmup
+    if warm.scorer is not None:
+        from lightning_nas.search.zero_cost_evaluator import ZeroCostWarmup
+
+        try:
+            sampler = ZeroCostWarmup(sampler, warm.scorer, pool_size=warm.pool_size,
+                                     warmup=warm.warmup, metric=warm.metric,
+                                     aggregate=warm.aggregate, seed=sampler.seed)
+        except ValueError as err:
+            parser.error(f"zero_cost_warmup: {err}")
     try:
         evaluator.bind(space)  # e.g. TrainingEvaluator takes the search's space
     except ValueError as err:

@@ -509,22 +509,26 @@ class BayesianOptimization(Sampler):
         pool = self._candidates()
         if not pool:
             return self._random_unseen()
-        preds = self.model.predict(one_hot_batch(self.space, pool))  # (E, N)
-        mean, std = preds.mean(0), preds.std(0) if preds.shape[0] > 1 else torch.zeros(len(pool))
+        score = self._acquisition(self.model.predict(one_hot_batch(self.space, pool)))
+        return pool[int(torch.argmax(score))]
+
+    def _acquisition(self, preds: torch.Tensor) -> torch.Tensor:
+        """The acquisition of every candidate from the surrogate's predictions ``preds``
+        (E, N): (N,), larger = ask first. Draws from the sampler's RNG (one seed per call)."""
+        n = preds.shape[1]
+        mean, std = preds.mean(0), preds.std(0) if preds.shape[0] > 1 else torch.zeros(n)
         gen = torch.Generator().manual_seed(self.rng.getrandbits(62))
         if self.acquisition == "its":
-            score = mean + std * torch.randn(len(pool), generator=gen)
-        elif self.acquisition == "ucb":
-            score = mean + self.ucb_beta * std
-        elif self.acquisition == "ei":
+            return mean + std * torch.randn(n, generator=gen)
+        if self.acquisition == "ucb":
+            return mean + self.ucb_beta * std
+        if self.acquisition == "ei":
             best = -self._top[0][0]
             s = std.clamp_min(1e-9)
             z = (mean - best) / s
             normal = torch.distributions.Normal(0.0, 1.0)
-            score = (mean - best) * normal.cdf(z) + s * normal.log_prob(z).exp()
-        else:
-            score = mean
-        return pool[int(torch.argmax(score))]
+            return (mean - best) * normal.cdf(z) + s * normal.log_prob(z).exp()
+        return mean
 
     def _candidates(self) -> list[Arch]:
         parents = [arch for _, _, arch in self._top]
@@ -668,3 +672,194 @@ class Reinforce(Sampler):
                 l.copy_(saved)
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline_num, self.baseline_den = (float(v) for v in state["baseline"])
+
+
+# ---------------------------------------------------------------------------------------
+def neighbours(space: SearchSpace, arch: Arch) -> list[Arch]:
+    """Every architecture one decision away from ``arch`` (one op changed), in decision
+    order: for NB201 the 6 edges x 4 other ops = 24 cells. Uses the categorical view
+    (``decisions``/``encode``/``decode``); raises ``NotImplementedError`` without one."""
+    indices = space.encode(arch)
+    out = []
+    for d, (_, options) in enumerate(space.decisions()):
+        for option in range(len(options)):
+            if option != indices[d]:
+                out.append(space.decode([*indices[:d], option, *indices[d + 1:]]))
+    return out
+
+
+class LocalSearch(Sampler):
+    """Local search with random restarts (White, Zela, Ru, Liu & Hutter, "Local Search is
+    State of the Art for Neural Architecture Search Benchmarks", 2020, Algorithm 1).
+
+    The first ``initial_random`` asks are uniformly random; the best result so far becomes
+    the *anchor*. Then every ask is an unevaluated neighbour of the anchor (one decision
+    changed, :func:`neighbours`), in a random order drawn when the anchor is set; as soon
+    as a neighbour's result beats the anchor's, it becomes the anchor (first improvement:
+    the remaining neighbours of the old anchor are dropped). When every neighbour of the
+    anchor has been asked without improvement (a local optimum), the next ask is a
+    uniformly random unseen architecture, which becomes the anchor when its result comes
+    back, whatever its value (the restart of Algorithm 1).
+
+    Asynchronous use (several trials in flight): a result better than the anchor moves the
+    anchor whichever ask it came from, and a restart is drawn as soon as the neighbour
+    queue is empty, even if neighbours are still being evaluated.
+
+    On a space without a categorical view, the neighbours are ``num_mutations`` distinct
+    ``space.mutate`` draws of the anchor.
+
+    Args:
+        initial_random: random asks before the first anchor (White et al. use 1 random
+            start; NASLib's ``num_init`` is 10).
+        num_mutations: neighbourhood size on spaces without ``decisions()``.
+    """
+
+    def __init__(self, space: SearchSpace, *, initial_random: int = 10, num_mutations: int = 30,
+                 seed: int = 0, dedup: bool = True):
+        if initial_random < 1:
+            raise ValueError(f"initial_random must be >= 1 (the first anchor is a random "
+                             f"architecture), got {initial_random}")
+        if num_mutations < 1:
+            raise ValueError(f"num_mutations must be >= 1, got {num_mutations}")
+        self.initial_random = initial_random
+        self.num_mutations = num_mutations
+        super().__init__(space, seed=seed, dedup=dedup)
+
+    def _reset(self) -> None:
+        self.anchor: Arch | None = None
+        self.anchor_value = -math.inf
+        self.queue: list[Arch] = []     # neighbours of the anchor not yet asked, next first
+        self.restart: str | None = None  # digest of the random restart in flight
+        self.n_restarts = 0
+        self.n_moves = 0
+
+    def _neighbourhood(self, arch: Arch) -> list[Arch]:
+        if self.size is not None:
+            found = neighbours(self.space, arch)
+        else:
+            pool: dict[str, Arch] = {}
+            for _ in range(self.num_mutations):
+                child = self.space.mutate(arch, self.rng)
+                pool.setdefault(child.digest, child)
+            found = list(pool.values())
+        self.rng.shuffle(found)
+        return found
+
+    def _set_anchor(self, arch: Arch, value: float) -> None:
+        self.anchor, self.anchor_value = arch, value
+        self.queue = self._neighbourhood(arch)
+        self.n_moves += 1
+
+    def _ask(self) -> Arch:
+        if self.n_asked < self.initial_random or self.anchor is None:
+            return self._random_unseen()
+        while self.queue:
+            arch = self.queue.pop(0)
+            if not self.dedup or arch.digest not in self.seen:
+                return arch
+        arch = self._random_unseen()  # local optimum: restart from a random architecture
+        self.restart = arch.digest
+        self.n_restarts += 1
+        return arch
+
+    def _tell(self, arch: Arch, result: float | None) -> None:
+        restart = self.restart is not None and arch.digest == self.restart
+        if restart:
+            self.restart = None
+        if result is None:
+            return
+        if restart or result > self.anchor_value:
+            self._set_anchor(arch, result)
+
+    def _extra_state(self) -> dict[str, Any]:
+        # at most one neighbourhood: a fixed size, however long the search
+        return {"anchor": None if self.anchor is None else self.anchor.to_dict(),
+                "anchor_value": self.anchor_value,
+                "queue": [a.to_dict() for a in self.queue], "restart": self.restart,
+                "n_restarts": self.n_restarts, "n_moves": self.n_moves}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.anchor = None if state["anchor"] is None else Arch.from_dict(state["anchor"])
+        self.anchor_value = float(state["anchor_value"])
+        self.queue = [Arch.from_dict(a) for a in state["queue"]]
+        self.restart = state["restart"]
+        self.n_restarts = int(state["n_restarts"])
+        self.n_moves = int(state["n_moves"])
+
+
+# ---------------------------------------------------------------------------------------
+class NPENAS(BayesianOptimization):
+    """Neural-predictor-guided evolution (Wei, Niu, Tang, Wang, Hu & Li, "NPENAS: Neural
+    Predictor Guided Evolution for Neural Architecture Search", IEEE TNNLS 2022).
+
+    After ``initial_random`` random results, every iteration refits the predictor on all
+    results, mutates the parents (the ``num_parents`` best results so far) into candidates
+    (``mutations_per_parent`` one-to-many mutations each: one ``space.mutate``, a second
+    with probability 1/2), ranks the unseen candidates by the acquisition of the predictor
+    and queues the top ``queries_per_iteration`` for evaluation. ``acquisition="mean"`` is
+    NPENAS-NP (the predictor's prediction alone), ``"its"`` NPENAS-BO (one Thompson draw
+    from N(mean, std) per candidate). No random candidates are added (evolution: every
+    candidate is a child of a good parent), unless ``random_candidates`` > 0.
+
+    The predictor is any surrogate of :class:`BayesianOptimization` (the default MLP
+    ensemble on the one-hot encoding, or a
+    :class:`~lightning_nas.search.surrogate.PredictorSurrogate`: Gaussian process, gradient
+    boosting, path encoding); the paper's is a graph network on the cell's DAG.
+
+    Args:
+        queries_per_iteration: candidates queued per refit (the paper evaluates a batch
+            per iteration; 1 refits before every model-based ask).
+        (the rest): as :class:`BayesianOptimization`, with NPENAS-NP defaults.
+    """
+
+    def __init__(self, space: SearchSpace, *, initial_random: int = 10,
+                 queries_per_iteration: int = 1, acquisition: str = "mean",
+                 num_parents: int = 10, mutations_per_parent: int = 20,
+                 random_candidates: int = 0, ensemble_size: int = 5,
+                 hidden: Sequence[int] = (32, 32), epochs: int = 200,
+                 learning_rate: float = 0.01, weight_decay: float = 0.0,
+                 ucb_beta: float = 1.0,
+                 surrogate: PredictorSurrogate | Callable[[int], Any] | None = None,
+                 seed: int = 0, dedup: bool = True):
+        if queries_per_iteration < 1:
+            raise ValueError(f"queries_per_iteration must be >= 1, got {queries_per_iteration}")
+        self.queries_per_iteration = queries_per_iteration
+        super().__init__(space, initial_random=initial_random, ensemble_size=ensemble_size,
+                         hidden=hidden, epochs=epochs, learning_rate=learning_rate,
+                         weight_decay=weight_decay, acquisition=acquisition,
+                         ucb_beta=ucb_beta, num_parents=num_parents,
+                         mutations_per_parent=mutations_per_parent,
+                         random_candidates=random_candidates, retrain_every=1,
+                         retrain_growth=0.0, surrogate=surrogate, seed=seed, dedup=dedup)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.queue: list[Arch] = []  # the current iteration's top candidates, next first
+
+    def _ask(self) -> Arch:
+        while self.queue:
+            arch = self.queue.pop(0)
+            if not self.dedup or arch.digest not in self.seen:
+                return arch
+        data = self._data()
+        if self.n_asked < self.initial_random or len(data) < 2:
+            return self._random_unseen()
+        x = _one_hot_rows(self.space, self._encoded)
+        y = torch.tensor([r for _, r in data])
+        self.model.fit(x, y, torch.Generator().manual_seed(self.rng.getrandbits(62)))
+        self.trained_on = len(data)
+        pool = self._candidates()
+        if not pool:
+            return self._random_unseen()
+        score = self._acquisition(self.model.predict(one_hot_batch(self.space, pool)))
+        order = torch.argsort(score, descending=True, stable=True)
+        top = [pool[int(i)] for i in order[: self.queries_per_iteration]]
+        self.queue = top[1:]
+        return top[0]
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {**super()._extra_state(), "queue": [a.to_dict() for a in self.queue]}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        super()._load_extra_state(state)
+        self.queue = [Arch.from_dict(a) for a in state["queue"]]

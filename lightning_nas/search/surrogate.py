@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -172,9 +172,14 @@ class PredictorSurrogate:
             ``GaussianProcess``. Its ``seed`` is re-drawn from the sampler's RNG at every
             fit.
         encoding: ``"one_hot"``, ``"path"`` or ``"one_hot+path"`` (path: NB201 only).
+        zero_cost: a scorer ``arch -> {proxy: score}`` (e.g.
+            :class:`~lightning_nas.search.zero_cost_evaluator.ScoreTable` of precomputed
+            scores, or a ``ZeroCostEvaluator``): its scores are appended to the encoding
+            (NAS-Bench-Suite-Zero's recipe; :meth:`ArchPredictor.features`).
     """
 
-    def __init__(self, model: Predictor | None = None, encoding: str = "one_hot"):
+    def __init__(self, model: Predictor | None = None, encoding: str = "one_hot",
+                 zero_cost: Callable[[Any], Any] | None = None):
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
         if model is not None and not isinstance(model, Predictor):
@@ -186,10 +191,11 @@ class PredictorSurrogate:
             model = GaussianProcess()
         self.model = model
         self.encoding = encoding
+        self.zero_cost = zero_cost
 
     def __call__(self, in_dim: int, space: SearchSpace) -> Any:
-        surrogate = ArchPredictor(space, copy.deepcopy(self.model),
-                                  encoding=self.encoding).surrogate()
+        surrogate = ArchPredictor(space, copy.deepcopy(self.model), encoding=self.encoding,
+                                  zero_cost=self.zero_cost).surrogate()
         width = sum(len(options) for _, options in space.decisions())
         if in_dim != width:
             raise ValueError(f"the sampler's rows have {in_dim} features, the {space.name!r} "
@@ -197,4 +203,6 @@ class PredictorSurrogate:
         return surrogate
 
     def __repr__(self) -> str:
-        return f"PredictorSurrogate({type(self.model).__name__}, encoding={self.encoding!r})"
+        zc = "" if self.zero_cost is None else f", zero_cost={self.zero_cost!r}"
+        return (f"PredictorSurrogate({type(self.model).__name__}, "
+                f"encoding={self.encoding!r}{zc})")

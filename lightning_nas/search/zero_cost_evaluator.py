@@ -17,6 +17,7 @@ With several proxies, candidates of a pool are ranked by the sum of their per-pr
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -29,7 +30,7 @@ from lightning_nas.search.evaluators import Evaluator
 from lightning_nas.search.samplers import Sampler
 from lightning_nas.spaces.base import Arch, SearchSpace
 
-__all__ = ["ZeroCostEvaluator", "ZeroCostWarmup", "zero_cost_prefilter"]
+__all__ = ["ScoreTable", "ZeroCostEvaluator", "ZeroCostWarmup", "zero_cost_prefilter"]
 
 Scorer = Callable[[Arch], "float | Mapping[str, float]"]
 
@@ -104,18 +105,117 @@ class ZeroCostEvaluator(Evaluator):
         return f"ZeroCostEvaluator(proxies={self.proxies}, primary={self.primary_metric!r})"
 
 
-def _score_pool(archs: Sequence[Arch], scorer: Scorer, metric: str | None) -> np.ndarray:
+class ScoreTable:
+    """Precomputed zero-cost scores as a scorer: ``arch -> {proxy: score}`` from a file.
+
+    The file is JSON lines (one object per cell with ``arch_str`` and the scores, either at
+    the top level or under ``"scores"``, as ``scripts/zero_cost_recent_nb201.py`` writes) or
+    a CSV with an ``arch_str`` column (e.g. NASLib's ``zero_cost_scores.csv``; rows of other
+    ``dataset`` values than ``dataset`` are skipped). A cell missing from the file scores
+    NaN for every proxy (ranked last). :meth:`candidates` lists the cells the file covers,
+    so :class:`ZeroCostWarmup` draws its pool among them.
+
+    Args:
+        space: parses the ``arch_str`` strings (e.g. ``NB201Space``).
+        path: the file (default: NASLib's scores of 725 NB201 cells,
+            ``<shared data>/nb201/zero_cost_scores.csv``).
+        proxies: the columns to return (default: every numeric column but accuracies).
+        dataset: for a CSV with a ``dataset`` column, the rows to keep.
+    """
+
+    def __init__(self, space: SearchSpace, path: str | None = None, *,
+                 proxies: Sequence[str] | None = None, dataset: str = "cifar10"):
+        import csv
+        import json
+        from pathlib import Path
+
+        if path is None:
+            from lightning_nas.search.evaluators import shared_data_dir
+
+            path = shared_data_dir() / "nb201" / "zero_cost_scores.csv"
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"no zero-cost score file at {file}; score cells with "
+                                    "scripts/zero_cost_recent_nb201.py or give another path")
+        rows: list[dict[str, Any]] = []
+        if file.suffix == ".csv":
+            with file.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    if row.get("dataset", dataset) == dataset:
+                        rows.append(row)
+        else:
+            for line in file.read_text().splitlines():
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut by a kill
+                    rows.append({"arch_str": record.get("arch_str"),
+                                 **record.get("scores", record)})
+        skip = {"arch_str", "dataset", "index", "position", "val_accuracy", "scores",
+                "seconds"}
+        self.space = space
+        self.scores: dict[str, dict[str, float]] = {}
+        self._archs: dict[str, Arch] = {}
+        for row in rows:
+            if not row.get("arch_str"):
+                continue
+            arch = space.parse(row["arch_str"])
+            values = {}
+            for key, value in row.items():
+                if key in skip or key.endswith("_200ep"):
+                    continue
+                try:
+                    values[key] = float(value) if value not in ("", None) else math.nan
+                except (TypeError, ValueError):
+                    continue
+            self.scores[arch.digest] = values
+            self._archs[arch.digest] = arch
+        if not self.scores:
+            raise ValueError(f"{file} holds no scored cells (need an arch_str per row)")
+        columns = next(iter(self.scores.values()))
+        self.proxies = tuple(proxies) if proxies else tuple(columns)
+        missing = [p for p in self.proxies if p not in columns]
+        if missing:
+            raise ValueError(f"{file} has no scores for {missing}; it has {sorted(columns)}")
+
+    def candidates(self) -> list[Arch]:
+        """The cells the file scores, in file order."""
+        return list(self._archs.values())
+
+    def __call__(self, arch: Arch) -> dict[str, float]:
+        row = self.scores.get(arch.digest)
+        return {p: (row.get(p, math.nan) if row else math.nan) for p in self.proxies}
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __repr__(self) -> str:
+        return f"ScoreTable({len(self)} cells, proxies={self.proxies})"
+
+
+AGGREGATES = ("rank_sum", "az_nas")
+
+
+def _score_pool(archs: Sequence[Arch], scorer: Scorer, metric: str | None,
+                aggregate: str = "rank_sum") -> np.ndarray:
     """One combined score per arch: the value (a float scorer or ``metric``), or the
-    rank sum over every returned proxy when the scorer returns a mapping and no metric."""
+    rank sum (``aggregate="az_nas"``: the sum of log ranks) over every returned proxy when
+    the scorer returns a mapping and no metric."""
     raw = [scorer(a) for a in archs]
     if all(not isinstance(r, Mapping) for r in raw):
         return np.asarray(raw, dtype=float)
     if metric is not None:
         return np.asarray([float(r[metric]) for r in raw], dtype=float)
-    names = [k for k in raw[0] if k in PROXIES]
+    names = [k for k in raw[0] if not k.endswith("_seconds")]  # timings are not scores
     if not names:
         raise ValueError(f"the scorer returned no proxy scores: {sorted(raw[0])}")
-    return rank_combination({k: [float(r[k]) for r in raw] for k in names}, names)
+    table = {k: [float(r[k]) for r in raw] for k in names}
+    if aggregate == "az_nas":
+        from lightning_nas.estimation.zero_cost_recent import az_nas_aggregate
+
+        return az_nas_aggregate(table, names)
+    return rank_combination(table, names)
 
 
 def _draw_distinct(space: SearchSpace, n: int, rng) -> list[Arch]:
@@ -163,10 +263,15 @@ class ZeroCostWarmup(Sampler):
         base: the sampler to warm up (any :class:`~lightning_nas.search.Sampler`).
         scorer: ``arch -> float`` or ``arch -> {proxy: score}`` (e.g. a
             :class:`ZeroCostEvaluator`; several proxies are combined by rank sum).
-        pool_size: random candidates scored (3,000 in the paper's aging-evolution runs).
+        pool_size: random candidates scored (3,000 in the paper's aging-evolution runs);
+            with a scorer that lists its ``candidates()`` (a :class:`ScoreTable`), the pool
+            is drawn among those.
         warmup: candidates proposed from the pool (64 in the paper; default: the base's
             ``population_size`` or ``initial_random`` when it has one, else 10).
-        metric: with a mapping scorer, rank by this proxy alone.
+        metric: with a mapping scorer, rank by this proxy alone (default: the sum of the
+            per-proxy ranks, or with ``aggregate="az_nas"`` AZ-NAS's sum of log ranks).
+        aggregate: ``"rank_sum"`` or ``"az_nas"`` (Lee & Ham 2024's non-linear ranking
+            aggregation, :func:`~lightning_nas.estimation.zero_cost_recent.az_nas_aggregate`).
         seed: seed of the wrapper (pool draws); ``reset(seed)`` re-seeds the base too.
 
     The state (pool ranking, position, wrapped sampler) is in :meth:`state_dict`, so a
@@ -174,9 +279,12 @@ class ZeroCostWarmup(Sampler):
     """
 
     def __init__(self, base: Sampler, scorer: Scorer, *, pool_size: int = 1000,
-                 warmup: int | None = None, metric: str | None = None, seed: int = 0):
+                 warmup: int | None = None, metric: str | None = None,
+                 aggregate: str = "rank_sum", seed: int = 0):
         if not isinstance(base, Sampler):
             raise TypeError(f"base must be a Sampler, got {type(base).__name__}")
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         if warmup is None:
             warmup = int(getattr(base, "population_size", 0) or
                          getattr(base, "initial_random", 0) or 10)
@@ -188,6 +296,7 @@ class ZeroCostWarmup(Sampler):
         self.pool_size = pool_size
         self.warmup = warmup
         self.metric = metric
+        self.aggregate = aggregate
         self._constructed = False
         super().__init__(base.space, seed=seed, dedup=base.dedup)
         self._constructed = True
@@ -200,8 +309,13 @@ class ZeroCostWarmup(Sampler):
         self.next = 0
 
     def _fill_queue(self) -> None:
-        pool = _draw_distinct(self.space, self.pool_size, self.rng)
-        score = _score_pool(pool, self.scorer, self.metric)
+        candidates = getattr(self.scorer, "candidates", None)
+        if callable(candidates):  # e.g. a ScoreTable: draw the pool among the scored cells
+            known = candidates()
+            pool = self.rng.sample(known, min(self.pool_size, len(known)))
+        else:
+            pool = _draw_distinct(self.space, self.pool_size, self.rng)
+        score = _score_pool(pool, self.scorer, self.metric, self.aggregate)
         order = np.argsort(-np.where(np.isnan(score), -np.inf, score), kind="stable")
         self.queue = [pool[i] for i in order[: self.warmup]]
         self.queue_scores = [float(score[i]) for i in order[: self.warmup]]
