@@ -32,3 +32,16 @@ def offline_wandb(tmp_path, monkeypatch):
     if wandb.run is not None:
         wandb.finish()
     wandb.teardown()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_op_registry():
+    """Ops a test registers (from Python or a YAML class_path entry run in-process) are
+    forgotten after it: the registry is process-global, and a later test that builds every
+    registered op must see only the built-ins and its own."""
+    from lightning_nas.spaces import registry
+
+    saved = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)
