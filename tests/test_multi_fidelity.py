@@ -186,6 +186,10 @@ def test_bad_inputs_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="takes no fidelity"):
         run_search(SPACE, Hyperband(SPACE), TabularEvaluator(), run_dir=tmp_path,
                    budget_trials=2, progress=False)
+    from lightning_nas.search.zero_cost_evaluator import ZeroCostWarmup
+
+    with pytest.raises(ValueError, match="cannot wrap Hyperband, which chooses each trial's"):
+        ZeroCostWarmup(Hyperband(SPACE), scorer=lambda archs: [0.0] * len(archs))
     with pytest.raises(ValueError, match="0 < min_bandwidth <= bandwidth < 1"):
         BOHB(SPACE, bandwidth=1.5)
     with pytest.raises(ValueError, match="whole number of epochs"):

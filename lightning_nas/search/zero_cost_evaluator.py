@@ -283,6 +283,10 @@ class ZeroCostWarmup(Sampler):
                  aggregate: str = "rank_sum", seed: int = 0):
         if not isinstance(base, Sampler):
             raise TypeError(f"base must be a Sampler, got {type(base).__name__}")
+        if getattr(base, "multi_fidelity", False):
+            raise ValueError(f"ZeroCostWarmup cannot wrap {type(base).__name__}, which chooses "
+                             "each trial's budget: its warm-up cells would have none. Run the "
+                             "multi-fidelity sampler without the zero-cost warm start")
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         if warmup is None:
