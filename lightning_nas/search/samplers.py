@@ -497,15 +497,19 @@ class BayesianOptimization(Sampler):
         wait = max(self.retrain_every, math.ceil(self.retrain_growth * self.trained_on))
         return n - self.trained_on >= wait
 
+    def _fit(self, data: Sequence[tuple[Arch, float]]) -> None:
+        """Fit the surrogate on the successful results so far (one draw of the RNG)."""
+        x = _one_hot_rows(self.space, self._encoded)
+        y = torch.tensor([r for _, r in data])
+        self.model.fit(x, y, torch.Generator().manual_seed(self.rng.getrandbits(62)))
+        self.trained_on = len(data)
+
     def _ask(self) -> Arch:
         data = self._data()
         if self.n_asked < self.initial_random or len(data) < 2:
             return self._random_unseen()
         if self.refit_due():
-            x = _one_hot_rows(self.space, self._encoded)
-            y = torch.tensor([r for _, r in data])
-            self.model.fit(x, y, torch.Generator().manual_seed(self.rng.getrandbits(62)))
-            self.trained_on = len(data)
+            self._fit(data)
         pool = self._candidates()
         if not pool:
             return self._random_unseen()
@@ -844,10 +848,7 @@ class NPENAS(BayesianOptimization):
         data = self._data()
         if self.n_asked < self.initial_random or len(data) < 2:
             return self._random_unseen()
-        x = _one_hot_rows(self.space, self._encoded)
-        y = torch.tensor([r for _, r in data])
-        self.model.fit(x, y, torch.Generator().manual_seed(self.rng.getrandbits(62)))
-        self.trained_on = len(data)
+        self._fit(data)
         pool = self._candidates()
         if not pool:
             return self._random_unseen()
