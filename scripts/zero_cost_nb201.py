@@ -115,6 +115,19 @@ def load_naslib(path: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def scored_cells(journal: Path) -> set[str]:
+    """Arch strings already scored in a ``scores.jsonl`` journal (a line cut by a kill is
+    skipped, so that cell is scored again)."""
+    done: set[str] = set()
+    if journal.exists():
+        for line in journal.read_text().splitlines():
+            try:
+                done.add(json.loads(line)["arch_str"])
+            except (json.JSONDecodeError, KeyError):
+                pass
+    return done
+
+
 def cifar_batch(path: str, batch_size: int, seed: int):
     """``batch_size`` training images drawn with ``seed`` from the zip: x (B, 3, 32, 32)
     normalised float32, y (B,) int64 (classes in sorted folder order)."""
@@ -177,13 +190,7 @@ def score_cells(args, cells, table) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     journal = out / "scores.jsonl"
-    done = set()
-    if journal.exists():
-        for line in journal.read_text().splitlines():
-            try:
-                done.add(json.loads(line)["arch_str"])
-            except (json.JSONDecodeError, KeyError):
-                pass  # a line cut by a kill; rescored
+    done = scored_cells(journal)
     x, y, files = cifar_batch(args.data, args.batch_size, args.seed)
     (out / "batch.json").write_text(json.dumps({"files": files, "seed": args.seed}, indent=1))
     x, y = x.to(args.device), y.to(args.device)

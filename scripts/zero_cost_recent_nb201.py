@@ -42,7 +42,13 @@ for path in (ROOT, ROOT / "scripts"):
         sys.path.insert(0, str(path))
 
 from script_results import write_results  # noqa: E402
-from zero_cost_nb201 import TARGET, cifar_batch, load_table, machine  # noqa: E402
+from zero_cost_nb201 import (  # noqa: E402
+    TARGET,
+    cifar_batch,
+    load_table,
+    machine,
+    scored_cells,
+)
 
 PROXIES = ("zico", "swap", "zen", "az_expressivity", "az_progressivity", "az_trainability",
            "az_complexity")
@@ -82,13 +88,7 @@ def score_cells(args, cells: list[str], table) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     journal = out / "scores.jsonl"
-    done = set()
-    if journal.exists():
-        for line in journal.read_text().splitlines():
-            try:
-                done.add(json.loads(line)["arch_str"])
-            except (json.JSONDecodeError, KeyError):
-                pass  # a line cut by a kill: rescored
+    done = scored_cells(journal)
     x, y, files = cifar_batch(args.data, args.batch_size, args.seed)
     (out / "batch.json").write_text(json.dumps({"files": files, "seed": args.seed}, indent=1))
     space = NB201Space()

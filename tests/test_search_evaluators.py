@@ -107,7 +107,8 @@ def test_real_table_known_values():
 def test_the_glob_finds_every_tabular_search_config():
     names = {p.name for p in CONFIGS}
     assert {"nb201_random.yaml", "nb201_evolution.yaml", "nb201_bo.yaml",
-            "nb201_reinforce.yaml"} <= names
+            "nb201_reinforce.yaml", "nb201_local_search.yaml", "nb201_npenas.yaml",
+            "nb201_local_search_zc_warmup.yaml"} <= names
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
