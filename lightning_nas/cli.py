@@ -5,7 +5,9 @@
   ``data.num_classes`` / ``data.in_channels`` are linked into the model.
 * ``lightning-nas export --ckpt run/checkpoints/last.ckpt [--out arch.json]``: the
   architecture stored in a checkpoint, as JSON; ``--format onnx|torchscript`` writes its
-  network instead (``checkpoint_networks``; a Once-for-All checkpoint needs ``--subnet``).
+  network instead (``checkpoint_networks``; a Once-for-All checkpoint needs ``--subnet``);
+  ``--allow-import MODULE_PREFIX`` (repeatable) lets a checkpoint whose space or ops name a
+  user's ``class_path`` import those modules (refused by default).
 * ``lightning-nas search --config configs/search/...``: multi-trial search (ask/tell loop).
 * ``lightning-nas report RUN_DIR [--out PATH]``: one self-contained HTML page of a run
   (:mod:`lightning_nas.run_report`).

@@ -160,6 +160,26 @@ def test_every_multi_trial_sampler_searches_the_space(kind):
         sampler.tell(arch, -float(sp.attention_blocks(arch)) - arch["s2.width"] / 16)
 
 
+def test_spos_draws_hybrid_paths_within_a_measured_cost_limit():
+    """SPOS's hardware constraint on this space: CostHook metrics of each drawn path's
+    standalone network (FLOPs here, so no timing decides the test; latency works alike with
+    CostHook(latency=True) and max_latency_ms, as the search config measures it)."""
+    from lightning_nas.hardware import CostHook
+    from lightning_nas.hardware.objective import Constraints
+    from lightning_nas.strategies.spos import SPOS
+
+    sp = space()
+    hook = CostHook(input_shape=(3, 8, 8))
+    flops = sorted(hook(a, sp.build(a))["flops"] for a in (sp.sample(random.Random(k))
+                                                           for k in range(20)))
+    limit = flops[len(flops) // 2]
+    model = SPOS(space=sp, num_classes=5, metric_hooks=[hook],
+                 constraints=Constraints(max_flops=limit), seed=0)
+    drawn = [model.draw(21, n) for n in range(10)]
+    assert all(model.costs(a)["flops"] <= limit for a in drawn)
+    assert model.rejected > 0 and len(set(drawn)) > 1
+
+
 def test_bad_yaml_names_the_field():
     def stages(**changes):
         return [STAGES[0], {**STAGES[1], **changes}]
