@@ -75,10 +75,13 @@ def run_step(argv: list[str], threads: int) -> dict:
     from lightning_nas.cli import main
 
     torch.set_num_threads(threads)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
     start = time.perf_counter()
     with LoadSampler() as load:
         main(argv)
-    return {"argv": argv, "wall_s": time.perf_counter() - start, "load_1min": load.summary()}
+    return {"argv": argv, "git_commit": commit, "wall_s": time.perf_counter() - start,
+            "load_1min": load.summary()}
 
 
 def read_candidates(search_dir: Path) -> list[dict]:
@@ -216,7 +219,8 @@ def main(argv=None) -> dict:
     lines = [
         "# SPOS on the hybrid convolution-attention space, CIFAR-10 subset, CPU",
         "",
-        f"`python scripts/hybrid_cifar10_subset.py` at commit `{commit[:10]}`: "
+        f"`python scripts/hybrid_cifar10_subset.py` (fit at commit "
+        f"`{done.get('fit', {}).get('git_commit', '?')[:10]}`, figure at `{commit[:10]}`): "
         f"`lightning-nas fit --config {FIT_CONFIG}` then `lightning-nas search --config "
         f"{SEARCH_CONFIG}`. {results['machine']['cpu']}, {os.cpu_count()} cores shared with "
         f"other jobs, torch {torch.__version__}, {opts.threads} thread(s).",

@@ -461,6 +461,8 @@ class HybridNetwork(nn.Module):
 def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, c: int) -> torch.Tensor:
     """``bn`` on its first ``c`` channels (running statistics of those channels updated in
     place when training, as nn.BatchNorm2d does)."""
+    if c == bn.num_features or getattr(bn, "accepts_fewer_channels", False):
+        return bn(x)  # e.g. GlobalBatchNorm2d under DDP: statistics of all ranks, sliced
     training = bn.training or bn.running_mean is None
     momentum = bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
@@ -483,7 +485,8 @@ class ElasticConvBNReLU(ConvBNReLU):
     """The largest transition; ``forward(x, c_out)`` uses the first ``c_out`` filters of the
     first ``x.shape[1]`` input channels."""
 
-    def forward(self, x: torch.Tensor, c_out: int | None = None) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor,  # type: ignore[override]
+                c_out: int | None = None) -> torch.Tensor:
         conv, bn = self[0], self[1]
         c_out = c_out or conv.out_channels
         y = F.conv2d(x, conv.weight[:c_out, : x.shape[1]], None, conv.stride, conv.padding)
