@@ -5,7 +5,9 @@
   ``data.num_classes`` / ``data.in_channels`` are linked into the model.
 * ``lightning-nas export --ckpt run/checkpoints/last.ckpt [--out arch.json]``: the
   architecture stored in a checkpoint, as JSON; ``--format onnx|torchscript`` writes its
-  network instead (``checkpoint_networks``; a Once-for-All checkpoint needs ``--subnet``).
+  network instead (``checkpoint_networks``; a Once-for-All checkpoint needs ``--subnet``);
+  ``--allow-import MODULE_PREFIX`` (repeatable) lets a checkpoint whose space or ops name a
+  user's ``class_path`` import those modules (refused by default).
 * ``lightning-nas search --config configs/search/...``: multi-trial search (ask/tell loop).
 * ``lightning-nas report RUN_DIR [--out PATH]``: one self-contained HTML page of a run
   (:mod:`lightning_nas.run_report`).
@@ -221,7 +223,20 @@ def export(argv: list[str]) -> Path:
     parser.add_argument("--input-shape", default=None, metavar="C,H,W",
                         help="input shape of one image for onnx/torchscript (default: from the "
                         "checkpoint: the data it was trained on, or the subnet's resolution)")
+    parser.add_argument("--allow-import", action="append", default=[], metavar="MODULE_PREFIX",
+                        help="trust the modules named MODULE_PREFIX or MODULE_PREFIX.* (repeat "
+                        "for several): a checkpoint whose space or ops come from a user's "
+                        "class_path (e.g. an op registered in YAML) may import them to rebuild "
+                        "the network. Without it only lightning-nas's own modules are imported "
+                        "(a file never imports code by itself)")
     opts = parser.parse_args(argv)
+    from lightning_nas.spaces.registry import allowed_imports
+
+    with allowed_imports(opts.allow_import):
+        return _export(opts)
+
+
+def _export(opts: argparse.Namespace) -> Path:
     if opts.format != "json":
         return export_network(opts.ckpt, opts.format, opts.out, subnet=opts.subnet,
                               input_shape=opts.input_shape)

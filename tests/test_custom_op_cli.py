@@ -130,3 +130,46 @@ def test_nb201_attention_config_runs_on_a_miniature_cifar10_zip(tmp_path):
     space, supernet, _ = load_supernet(run / "checkpoints" / "last.ckpt")
     assert "self_attention" in space.ops and "local_attention_3x3" in space.ops
     assert space.validate(arch) == arch and supernet.alpha_shapes() == {"cell": (6, 7)}
+
+
+def test_export_imports_a_users_op_module_only_when_named_with_allow_import(
+        tmp_path, user_op_module, capsys):
+    """A one-shot checkpoint whose space lists an op registered from YAML (a user's
+    class_path): `lightning-nas export` of its network refuses to import the module (the
+    message names --allow-import) and imports nothing; `--allow-import user_blur_ops`
+    rebuilds and exports it; the trust ends with the command."""
+    from lightning_nas.cli import run
+    from lightning_nas.spaces.declarative import DeclarativeSpace
+    from lightning_nas.spaces.registry import import_allowed
+    from lightning_nas.strategies.common import supernet_meta
+
+    space = DeclarativeSpace(name="user_op_space", stem_channels=4, in_channels=1,
+                             num_classes=3, stages=[{"name": "s1", "width": 4,
+                                                     "ops": ["skip_connect", USER_OP]}])
+    supernet = space.supernet()
+    arch = space.parse("s1:d1:w4:user_blur")
+    options = {"num_classes": 3, "in_channels": 1}
+    ckpt = tmp_path / "spos.ckpt"
+    torch.save({"state_dict": {f"supernet.{k}": v for k, v in supernet.state_dict().items()},
+                "lightning_nas": {"arch": arch.to_dict(), "input_shape": [1, 8, 8],
+                                  "strategy": "lightning_nas.strategies.spos.SPOS",
+                                  "supernet_spec": supernet_meta(space, options)}}, ckpt)
+    unregister_op("user_blur")  # a fresh process: the user's module is not imported
+    sys.modules.pop("user_blur_ops")
+
+    with pytest.raises(SystemExit):
+        main(["export", "--ckpt", str(ckpt), "--format", "torchscript"])
+    err = capsys.readouterr().err
+    assert "user_blur_ops.BlurConv" in err and "--allow-import user_blur_ops" in err
+    assert "user_blur_ops" not in sys.modules  # refused before importing anything
+    with pytest.raises(ValueError, match="--allow-import takes a module name"):
+        run(["export", "--ckpt", str(ckpt), "--format", "torchscript", "--allow-import",
+             "user ops"])
+
+    out = run(["export", "--ckpt", str(ckpt), "--format", "torchscript", "--allow-import",
+               "user_blur_ops", "--out", str(tmp_path / "net.pt")])
+    assert out == tmp_path / "net.pt" and out.is_file() and "user_blur_ops" in sys.modules
+    assert not import_allowed("another_module")  # the trust ended with the command
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(torch.jit.load(str(out))(x),
+                               supernet.subnet(arch).eval()(x))

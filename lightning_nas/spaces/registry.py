@@ -20,12 +20,13 @@ Users add ops in two ways:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,17 +265,58 @@ def op_entries(names: Sequence[str]) -> list[str | dict[str, Any]]:
     return out
 
 
+#: Module prefixes a user named as trusted (``lightning-nas export --allow-import``): a
+#: checkpoint's space may import modules under them. Empty unless :func:`allowed_imports`.
+_TRUSTED_PREFIXES: list[str] = []
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+@contextlib.contextmanager
+def allowed_imports(prefixes: Sequence[str]) -> Iterator[None]:
+    """Within the block, a checkpoint's space spec may import modules named ``prefix`` or
+    ``prefix.<anything>`` for each of ``prefixes`` (the user's explicit trust, e.g.
+    ``lightning-nas export --allow-import my_ops``); outside it only lightning-nas modules
+    and modules already imported are used.
+
+    Raises:
+        ValueError: a prefix that is not a dotted module name.
+    """
+    for prefix in prefixes:
+        if not isinstance(prefix, str) or not _MODULE.match(prefix):
+            raise ValueError(f"--allow-import takes a module name or prefix such as my_ops or "
+                             f"my_pkg.ops, got {prefix!r}")
+    before = list(_TRUSTED_PREFIXES)
+    _TRUSTED_PREFIXES.extend(prefixes)
+    try:
+        yield
+    finally:
+        _TRUSTED_PREFIXES[:] = before
+
+
+def import_allowed(module: str) -> bool:
+    """Whether a module named in a file may be used: lightning-nas's own, one already
+    imported, or one under a prefix the user trusts (:func:`allowed_imports`)."""
+    return (module.startswith("lightning_nas.") or module in sys.modules
+            or any(module == p or module.startswith(p + ".") for p in _TRUSTED_PREFIXES))
+
+
+def refusal_hint(module: str) -> str:
+    """How a user allows ``module``: import it first, or name it trusted."""
+    return (f"import {module!r} before loading it, or, if you trust that code, name it "
+            f"trusted: lightning-nas export ... --allow-import {module.split('.')[0]} (a file "
+            "never imports code by itself)")
+
+
 def check_loadable(entries: Any) -> None:
     """A space spec read from a file may name ops by ``class_path`` (anywhere in its
-    arguments): only lightning-nas modules and modules already imported are used (a file
-    never imports other code)."""
+    arguments): only lightning-nas modules, modules already imported and modules under a
+    trusted prefix (:func:`allowed_imports`) are used (a file never imports other code)."""
     if isinstance(entries, Mapping):
         if "class_path" in entries and "name" in entries:
             module = str(entries["class_path"]).rpartition(".")[0]
-            if not module.startswith("lightning_nas.") and module not in sys.modules:
+            if not import_allowed(module):
                 raise ValueError(f"the checkpoint's space uses op {entries.get('name')!r} from "
-                                 f"{entries['class_path']!r}; import {module!r} (or register "
-                                 "the op) before loading it: a file never imports code")
+                                 f"{entries['class_path']!r}; {refusal_hint(module)}")
         for value in entries.values():
             check_loadable(value)
     elif isinstance(entries, Sequence) and not isinstance(entries, str):

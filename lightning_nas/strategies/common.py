@@ -194,25 +194,25 @@ def space_spec(space: Any) -> dict[str, Any]:
 
 def space_from_spec(spec: dict[str, Any]) -> Any:
     """The space a checkpoint names. Only a :class:`~lightning_nas.spaces.base.SearchSpace`
-    subclass from lightning-nas or from a module already imported is built: a name in a
-    file never imports or calls anything else."""
+    subclass from lightning-nas, from a module already imported or from a module the user
+    trusts (:func:`~lightning_nas.spaces.registry.allowed_imports`, ``export
+    --allow-import``) is built: a name in a file never imports or calls anything else."""
     import importlib
-    import sys
 
     from lightning_nas.spaces.base import Constraints, SearchSpace
+    from lightning_nas.spaces.registry import check_loadable, import_allowed, refusal_hint
 
     path = str(spec.get("class_path", ""))
     module_name, _, name = path.rpartition(".")
-    if not module_name.startswith("lightning_nas.") and module_name not in sys.modules:
+    if not import_allowed(module_name):
         raise ValueError(f"the checkpoint names the space class {path!r}; only lightning-nas "
-                         "spaces or classes of modules already imported are rebuilt from a file")
+                         "spaces, classes of modules already imported or of trusted modules "
+                         f"are rebuilt from a file: {refusal_hint(module_name)}")
     cls = getattr(importlib.import_module(module_name), name, None)
     if not (isinstance(cls, type) and issubclass(cls, SearchSpace)):
         raise ValueError(f"{path!r} in the checkpoint is not a search space class")
     args = dict(spec.get("init_args") or {})
-    from lightning_nas.spaces.registry import check_loadable
-
-    check_loadable(args)  # ops by class_path: only from modules imported already
+    check_loadable(args)  # ops by class_path: only from modules imported or trusted
     if isinstance(args.get("constraints"), dict):
         args["constraints"] = Constraints(**args["constraints"])
     return cls(**args)
