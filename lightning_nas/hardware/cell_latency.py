@@ -175,6 +175,23 @@ def enumerate_parts(space: SearchSpace, input_shape: Sequence[int]) -> dict[str,
                     "(MobileNetV3: lightning_nas.hardware.latency_lut.LatencyTable)")
 
 
+def calibration_archs(space: SearchSpace, n: int, rng: random.Random) -> list[Arch]:
+    """``n`` random architectures, plus (for ``fit="per_op"``) one network per op that runs
+    only that op on every edge: those pin each op's in-network cost."""
+    archs = [space.sample(rng) for _ in range(n)]
+    if isinstance(space, NB201Space):
+        from lightning_nas.spaces.nb201 import arch_from_ops
+        uniform = [arch_from_ops([op] * len(space.edges), space.ops, space.nodes)
+                   for op in space.ops]
+    else:
+        from lightning_nas.spaces.darts import Genotype
+        g = Genotype.from_arch(space.sample(rng))
+        uniform = [Genotype([(op, j) for _, j in g.normal], g.normal_concat,
+                            [(op, j) for _, j in g.reduce], g.reduce_concat).to_arch()
+                   for op in space.search_ops]
+    return uniform + archs
+
+
 def space_record(space: SearchSpace, input_shape: Sequence[int]) -> dict[str, Any]:
     """What the entries depend on: the space class, its configuration, the input shape."""
     config = dict(space.config())
@@ -200,7 +217,8 @@ class CellLatencyTable:
     def __init__(self, space: SearchSpace, input_shape: Sequence[int],
                  entries: Mapping[str, float], *, metadata: Mapping[str, Any] | None = None,
                  scale: float = 1.0, overhead_ms: float = 0.0,
-                 calibration: Mapping[str, Any] | None = None):
+                 calibration: Mapping[str, Any] | None = None,
+                 op_scales: Mapping[str, float] | None = None):
         self.space = space
         self.input_shape = tuple(int(v) for v in input_shape)
         self.parts = enumerate_parts(space, self.input_shape)
@@ -213,14 +231,22 @@ class CellLatencyTable:
         self.scale = float(scale)
         self.overhead_ms = float(overhead_ms)
         self.calibration = dict(calibration) if calibration else None
+        unknown = sorted(set(op_scales or {}) - set(self.space.ops))
+        if unknown:
+            raise ValueError(f"op_scales name ops the space does not have: {unknown}")
+        #: per-op factors of the entries (``calibrate(fit="per_op")``; 1 otherwise)
+        self.op_scales = {op: float((op_scales or {}).get(op, 1.0)) for op in self.space.ops}
         self._edge_tables: dict[str, dict[str, torch.Tensor]] = {}
 
     # -- the additive model -------------------------------------------------------------------
-    def _op(self, op: str, c: int, size: int, stride: int | None) -> float:
+    def _entry(self, op: str, c: int, size: int, stride: int | None) -> float:
+        """The timed op alone (unscaled ms); DARTS's 'none' is free."""
         if op in FREE_OPS and stride is not None:  # DARTS keys carry the stride
             return 0.0
-        key = f"op|{op}|c{c}|h{size}" + ("" if stride is None else f"|s{stride}")
-        return self.entries[key]
+        return self.entries[f"op|{op}|c{c}|h{size}" + ("" if stride is None else f"|s{stride}")]
+
+    def _op(self, op: str, c: int, size: int, stride: int | None) -> float:
+        return self.op_scales[op] * self._entry(op, c, size, stride)
 
     def skeleton_ms(self) -> float:
         """The architecture-independent parts (unscaled ms)."""
@@ -288,17 +314,20 @@ class CellLatencyTable:
             total = term if total is None else total + term
         return self.scale * (total + self.skeleton_ms()) + self.overhead_ms
 
-    def predict(self, arch: Arch | str) -> float:
-        """Latency of ``arch``'s network in ms per batch (scaled sum)."""
+    def op_totals(self, arch: Arch | str) -> dict[str, float]:
+        """Per op of the space, the unscaled entries (ms) of ``arch``'s edges that run it,
+        summed over the network's cells."""
         arch = self.space.load(arch) if isinstance(arch, str) else self.space.validate(arch)
-        total = self.skeleton_ms()
+        totals = dict.fromkeys(self.space.ops, 0.0)
+
         if isinstance(self.space, NB201Space):
             c, size = int(self.space.build_defaults["channels"]), self.input_shape[-1]
             n = int(self.space.build_defaults["cells_per_stage"])
             for stage in range(3):
                 if stage > 0:
                     c, size = 2 * c, _half(size)
-                total += n * sum(self._op(arch[label], c, size, None) for label in arch)
+                for label in arch:
+                    totals[arch[label]] += n * self._entry(arch[label], c, size, None)
         else:
             if not self.space.in_search_space(arch):
                 raise ValueError("the DARTS latency table covers 4-node genotypes of the search "
@@ -307,7 +336,14 @@ class CellLatencyTable:
                 kind = "reduce" if cell["reduction"] else "normal"
                 for op, j in arch[kind]:
                     stride, size = _edge_geometry(cell, int(j))
-                    total += self._op(op, cell["c"], size, stride)
+                    totals[op] += self._entry(op, cell["c"], size, stride)
+        return totals
+
+    def predict(self, arch: Arch | str) -> float:
+        """Latency of ``arch``'s network in ms per batch:
+        ``scale * (skeleton + sum_k op_scale_k * total_k) + overhead_ms``."""
+        totals = self.op_totals(arch)
+        total = self.skeleton_ms() + sum(self.op_scales[op] * t for op, t in totals.items())
         return self.scale * total + self.overhead_ms
 
     # -- measuring ----------------------------------------------------------------------------
@@ -315,10 +351,13 @@ class CellLatencyTable:
     def build(cls, space: SearchSpace, input_shape: Sequence[int], *, device: str = "cpu",
               batch_size: int = 1, warmup: int = 10, repeats: int = 30, rounds: int = 3,
               num_threads: int | None = 1, calibrate: int = 10, seed: int = 0,
+              fit: str = "linear",
               measure: Callable[..., LatencyResult] = measure_latency) -> CellLatencyTable:
         """Time every part of :func:`enumerate_parts` on ``device`` (round-robin ``rounds``
         passes, median of the per-round medians), then fit ``scale`` and ``overhead_ms`` on
-        ``calibrate`` random whole networks (0: the plain sum)."""
+        ``calibrate`` random whole networks (0: the plain sum); ``fit="per_op"`` also fits a
+        factor per op, on those plus one single-op network per op
+        (:func:`calibration_archs`)."""
         parts = enumerate_parts(space, input_shape)
         times: dict[str, list[float]] = {k: [] for k in parts}
         hardware = ""
@@ -341,7 +380,9 @@ class CellLatencyTable:
                     metadata=metadata)
         if calibrate:
             rng = random.Random(seed)
-            table.calibrate([space.sample(rng) for _ in range(calibrate)], measure=measure)
+            archs = (calibration_archs(space, calibrate, rng) if fit == "per_op"
+                     else [space.sample(rng) for _ in range(calibrate)])
+            table.calibrate(archs, fit=fit, measure=measure)
         return table
 
     def measure_archs(self, archs: Sequence[Arch], *,
@@ -372,27 +413,63 @@ class CellLatencyTable:
         cost the parts miss: node sums, concatenations, the Python loop), ``"scale"`` a
         factor alone (through the origin). Returns and stores the fit and the errors."""
         archs = list(archs)
-        if fit not in ("linear", "scale"):
-            raise ValueError(f"fit must be 'linear' or 'scale', got {fit!r}")
+        if fit not in ("linear", "scale", "per_op"):
+            raise ValueError(f"fit must be 'linear', 'scale' or 'per_op', got {fit!r}")
         if measured_ms is None:
             measured_ms = self.measure_archs(archs, measure=measure)
         if len(measured_ms) != len(archs) or not archs or min(measured_ms) <= 0:
             raise ValueError("calibrate needs one positive latency per architecture")
         self.scale, self.overhead_ms = 1.0, 0.0
+        self.op_scales = dict.fromkeys(self.space.ops, 1.0)
+        self._edge_tables.clear()
         sums = np.array([self.predict(a) for a in archs])
         meas = np.array(measured_ms, dtype=float)
-        if fit == "linear" and len(archs) >= 3 and np.ptp(sums) > 0:
+        if fit == "per_op":
+            self._fit_op_scales(archs, meas)
+        elif fit == "linear" and len(archs) >= 3 and np.ptp(sums) > 0:
             self.scale, self.overhead_ms = (float(v) for v in np.polyfit(sums, meas, 1))
         else:
             self.scale = float((sums * meas).sum() / (sums * sums).sum())
-        errors = (self.scale * sums + self.overhead_ms - meas) / meas
+        fitted = np.array([self.predict(a) for a in archs])
+        errors = (fitted - meas) / meas
         self.calibration = {"fit": fit, "n": len(archs), "scale": self.scale,
-                            "overhead_ms": self.overhead_ms,
+                            "overhead_ms": self.overhead_ms, "op_scales": dict(self.op_scales),
                             "mape_plain_pct": float(100 * np.abs((sums - meas) / meas).mean()),
                             "mape_calibrated_pct": float(100 * np.abs(errors).mean()),
                             "archs": [self.space.to_string(a) for a in archs],
                             "measured_ms": meas.tolist()}
         return self.calibration
+
+    def _fit_op_scales(self, archs: Sequence[Arch], measured: np.ndarray) -> None:
+        """``measured ~ overhead + sum_k op_scale_k * total_k`` by non-negative least squares
+        on relative errors (each network weighted by 1 / its latency): the ops' cost *in the
+        network* (node sums, cache state, per-call overheads that an op timed alone does not
+        show), with the skeleton folded into the overhead. Ops the networks never run keep 1.
+        """
+        from scipy.optimize import nnls
+
+        totals = np.array([[self.op_totals(a)[op] for op in self.space.ops] for a in archs])
+        used = [k for k in range(totals.shape[1]) if np.ptp(totals[:, k]) > 0
+                or totals[:, k].any()]
+        design = np.column_stack([totals[:, used], np.ones(len(archs))])
+        if len(archs) < design.shape[1] + 2:
+            raise ValueError(f"fit='per_op' needs at least {design.shape[1] + 2} networks for "
+                             f"{len(used)} ops, got {len(archs)} (calibration_archs() adds one "
+                             "network per op)")
+        if np.linalg.matrix_rank(design) < design.shape[1]:
+            # NB201 runs every edge: the op counts sum to the edges, so an intercept is the
+            # same as a share of every op's cost; the skeleton stays as timed and the ops
+            # take the rest
+            coef, _ = nnls(totals[:, used] / measured[:, None],
+                           1.0 - self.skeleton_ms() / measured)
+            coef = np.append(coef, self.skeleton_ms())
+        else:
+            coef, _ = nnls(design / measured[:, None], np.ones(len(archs)))
+        for k, value in zip(used, coef[:-1]):
+            self.op_scales[self.space.ops[k]] = float(value)
+        self.scale = 1.0
+        self.overhead_ms = float(coef[-1]) - self.skeleton_ms()
+        self._edge_tables.clear()
 
     # -- files --------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -401,7 +478,7 @@ class CellLatencyTable:
         doc = {"format": FILE_FORMAT, "version": FILE_VERSION, "unit": "ms per batch",
                "space": space_record(self.space, self.input_shape), "entries": self.entries,
                "scale": self.scale, "overhead_ms": self.overhead_ms,
-               "calibration": self.calibration,
+               "op_scales": self.op_scales, "calibration": self.calibration,
                "metadata": self.metadata}
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
@@ -440,7 +517,7 @@ class CellLatencyTable:
         return cls(space, shape, doc["entries"], metadata=doc.get("metadata"),
                    scale=float(doc.get("scale", 1.0)),
                    overhead_ms=float(doc.get("overhead_ms", 0.0)),
-                   calibration=doc.get("calibration"))
+                   calibration=doc.get("calibration"), op_scales=doc.get("op_scales"))
 
 
 @dataclass
@@ -517,8 +594,8 @@ class CellLatencyHook:
         return {"latency_ms": self.table.predict(arch)}
 
 
-__all__ = ["CellLatencyHook", "CellLatencyTable", "LatencyLoss", "Part", "enumerate_parts",
-           "space_record", "table_for_training"]
+__all__ = ["CellLatencyHook", "CellLatencyTable", "LatencyLoss", "Part", "calibration_archs",
+           "enumerate_parts", "space_record", "table_for_training"]
 
 
 def main(argv: Sequence[str] | None = None) -> CellLatencyTable:
@@ -544,6 +621,9 @@ def main(argv: Sequence[str] | None = None) -> CellLatencyTable:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calibrate", type=int, default=10,
                         help="random whole networks the scale and overhead are fitted on")
+    parser.add_argument("--fit", choices=["linear", "scale", "per_op"], default="linear",
+                        help="per_op: a factor per op too, fitted with one single-op network "
+                             "per op besides the random ones")
     parser.add_argument("--out", required=True)
     opts = parser.parse_args(argv)
     options: dict[str, Any] = {"num_classes": opts.num_classes,
@@ -561,7 +641,8 @@ def main(argv: Sequence[str] | None = None) -> CellLatencyTable:
     table = CellLatencyTable.build(space, opts.input_shape, device=opts.device,
                                    batch_size=opts.batch_size, warmup=opts.warmup,
                                    repeats=opts.repeats, rounds=opts.rounds,
-                                   num_threads=opts.num_threads, calibrate=opts.calibrate)
+                                   num_threads=opts.num_threads, calibrate=opts.calibrate,
+                                   fit=opts.fit)
     path = table.save(opts.out)
     cal = table.calibration or {}
     print(f"{len(table.entries)} entries -> {path}; scale {table.scale:.3f}, overhead "
