@@ -37,10 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "first": {"order": 1},
     "second": {"order": 2},
+    "second-forward": {"order": 2, "hessian_difference": "forward"},
     "first-no-recompute": {"order": 1, "checkpoint_cells": 0},
     "first-recompute-all": {"order": 1, "checkpoint_cells": 8},
     "first-recompute-2": {"order": 1, "checkpoint_cells": 2},
     "first-recompute-3": {"order": 1, "checkpoint_cells": 3},
+    "first-recompute-5": {"order": 1, "checkpoint_cells": 5},  # the default before 2026-12
     "first-nchw": {"order": 1, "channels_last": False, "checkpoint_cells": 0},
     "pc-darts": {"strategy": "pc_darts", "partial_channels": 4},  # the paper's K on CIFAR
     "gdas": {"strategy": "gdas"},
@@ -177,9 +179,11 @@ def main(argv: list[str] | None = None) -> dict:
                     f"{len(rounds)} rounds, range {speedup['min']:.2f}-{speedup['max']:.2f}x), "
                     f"peak memory at most {100 * max(memory):.0f}% of NNI's.")
     for name, label in (("second", "second order / first order"),
+                        ("second-forward", "second order, forward difference / first order"),
                         ("pc-darts", "PC-DARTS (K=4) / DARTS first order"),
                         ("gdas", "GDAS / DARTS first order"),
-                        ("first-no-recompute", "no recomputation / default")):
+                        ("first-no-recompute", "no recomputation / default"),
+                        ("first-recompute-5", "5 recomputed cells (the old default) / default")):
         value = ratio(name, "first")
         if value:
             report[f"ratio_{name}_to_first"] = value

@@ -1,17 +1,18 @@
 """The unrolled (second-order) DARTS gradient against exact autograd on a tiny network."""
 
+import pytest
 import torch
 from torch.func import functional_call
 
 from lightning_nas.strategies.darts import DartsSearch
 
 
-def _tiny_search(xi: float) -> DartsSearch:
+def _tiny_search(xi: float, difference: str = "central") -> DartsSearch:
     # A finite-difference step far below the paper's 0.01 keeps every ReLU / max-pool on the
     # same side of its kink, so in float64 the estimate must match autograd to ~1e-6.
     model = DartsSearch(num_classes=3, in_channels=3, channels=2, layers=3, order=2,
                         unrolled_lr=xi, hessian_epsilon=1e-7, checkpoint_cells=0,
-                        channels_last=False, seed=1)
+                        channels_last=False, seed=1, hessian_difference=difference)
     model = model.double()
     with torch.no_grad():  # alphas away from uniform so the softmax Jacobian is not degenerate
         for a in model.alphas:
@@ -42,9 +43,10 @@ def _exact_unrolled_grad(model, opt, xi, xw, yw, xa, ya):
     return torch.autograd.grad(loss_val, model.alphas)
 
 
-def test_unrolled_gradient_matches_exact_autograd():
+@pytest.mark.parametrize("difference", ["central", "forward"])
+def test_unrolled_gradient_matches_exact_autograd(difference):
     xi = 0.5
-    model = _tiny_search(xi)
+    model = _tiny_search(xi, difference)
     xw, yw, xa, ya = _batches()
     opt = torch.optim.SGD(model.weights(), lr=0.1, momentum=0.9, weight_decay=3e-4)
     # one real step so the momentum buffers are non-zero and enter w'
@@ -73,7 +75,7 @@ def test_unrolled_gradient_restores_the_weights():
         assert torch.equal(w, w0)
 
 
-def _one_training_step(reuse: bool, root):
+def _one_training_step(reuse: bool, root, difference: str = "central"):
     """One second-order step through the Trainer: the supernet forwards it ran, the batch,
     the alphas before it and the weight gradients it applied."""
     import lightning as L
@@ -82,7 +84,8 @@ def _one_training_step(reuse: bool, root):
     from lightning_nas.data import SyntheticDataModule
 
     model = DartsSearch(num_classes=3, in_channels=3, channels=2, layers=3, order=2,
-                        grad_clip=0.0, reuse_train_gradient=reuse, checkpoint_cells=0, seed=1)
+                        grad_clip=0.0, reuse_train_gradient=reuse, checkpoint_cells=0, seed=1,
+                        hessian_difference=difference)
     alphas = {k: a.detach().clone() for k, a in model.alpha.items()}
     forwards, seen = [], {}
     model.supernet.register_forward_hook(lambda m, i, o: forwards.append(1))
@@ -125,3 +128,12 @@ def test_the_second_order_weight_step_reuses_the_training_gradient(tmp_path):
         # the alphas moved enough that the two gradients differ: the test tells them apart
         assert any(not torch.allclose(e, o, rtol=1e-5, atol=1e-7)
                    for e, o in zip(results[expected], results[other]))
+
+
+def test_the_forward_difference_runs_one_pass_fewer(tmp_path):
+    """hessian_difference='forward': the virtual step's training pass also gives the finite
+    difference's base point, so a step runs 3 supernet passes (central: 4)."""
+    _, forwards, _, _ = _one_training_step(True, tmp_path, difference="forward")
+    assert len(forwards) == 3
+    with pytest.raises(ValueError, match="hessian_difference must be"):
+        DartsSearch(num_classes=3, order=2, hessian_difference="backward")

@@ -102,6 +102,12 @@ class DartsSearch(L.LightningModule):
         hessian_epsilon: the finite-difference step is ``hessian_epsilon / ||grad_w' L_val||``
             (0.01 in the paper). Activations with kinks (ReLU, max-pool) make the estimate
             depend on it; the test checks the formula exactly with a tiny step in float64.
+        hessian_difference: second order: ``"central"`` (Eq. 8 of the paper, two shifted
+            passes at w +- eps * v) or ``"forward"``: ``(grad_alpha L_train(w + eps * v) -
+            grad_alpha L_train(w)) / eps``, whose second point comes free with the training
+            pass of the virtual step, so a step runs one pass fewer (about 1.6 first-order
+            steps instead of 2) for an O(eps) instead of O(eps^2) error of the
+            Hessian-vector product.
         reuse_train_gradient: second order: the weight step reuses the training-batch
             gradient that the virtual step w' = w - xi * grad_w L_train(w, alpha) computed,
             i.e. the gradient at the alphas before this step's update (one Adam step away,
@@ -110,7 +116,8 @@ class DartsSearch(L.LightningModule):
             alphas, as Algorithm 1 of the paper writes it.
         loss: the training criterion; cross-entropy by default.
         checkpoint_cells: DARTS space: the first N supernet cells recompute their
-            activations in backward (None: 2 * layers // 3, the large early cells; 0: none);
+            activations in backward (None: layers // 3 + 1, the cells up to the first
+            reduction, which hold most of the activation memory; 0: none);
             trades time for memory.
         channels_last: DARTS space: NHWC activations (faster depthwise convs on CPU).
         sync_batchnorm: under DDP, normalise with the statistics of all ranks' batches
@@ -144,6 +151,7 @@ class DartsSearch(L.LightningModule):
         warmup_epochs: int = 0,
         unrolled_lr: float | None = None,
         hessian_epsilon: float = 0.01,
+        hessian_difference: str = "central",
         reuse_train_gradient: bool = True,
         loss: nn.Module | None = None,
         checkpoint_cells: int | None = None,
@@ -168,6 +176,9 @@ class DartsSearch(L.LightningModule):
             raise ValueError("grad_clip, warmup_epochs and lr_min must be >= 0")
         if hessian_epsilon <= 0:
             raise ValueError(f"hessian_epsilon must be positive, got {hessian_epsilon}")
+        if hessian_difference not in ("central", "forward"):
+            raise ValueError(f"hessian_difference must be 'central' or 'forward', got "
+                             f"{hessian_difference!r}")
         if unrolled_lr is not None and unrolled_lr <= 0:
             raise ValueError(f"unrolled_lr must be positive or None, got {unrolled_lr}")
         if latency is not None and order != 1:
@@ -305,13 +316,19 @@ class DartsSearch(L.LightningModule):
         xi = self.hparams.unrolled_lr or group["lr"]
         momentum = group.get("momentum", 0.0)
         decay = group.get("weight_decay", 0.0)
+        forward = self.hparams.get("hessian_difference", "central") == "forward"
         loss_train, logits_train = self._loss(xw, yw)
         # under DDP every quantity that steers the virtual step or the finite difference is
         # the all-ranks average (the single-process value on all ranks' batches), so the
         # step equals the single-process step: the training gradient here, the unrolled
         # validation gradient below; the finite-difference gradients are averaged with the
         # architecture gradient by the caller (they are linear in the per-rank losses)
-        g_train = average_gradients(self._trainer, list(self._grad(loss_train, weights)))
+        if forward:  # grad_alpha L_train(w): the finite difference's base point, from this pass
+            grads = list(self._grad(loss_train, [*weights, *self.alphas]))
+            g_train, g_base = grads[:len(weights)], grads[len(weights):]
+            g_train = average_gradients(self._trainer, g_train)
+        else:
+            g_train = average_gradients(self._trainer, list(self._grad(loss_train, weights)))
         if self.hparams.reuse_train_gradient:
             self._train_pass = (loss_train.detach(), logits_train.detach(), list(g_train))
         original = [w.detach().clone() for w in weights]
@@ -330,7 +347,7 @@ class DartsSearch(L.LightningModule):
             g_alpha, g_unrolled = grads[:n_alpha], grads[n_alpha:]
             eps = self.hparams.hessian_epsilon / torch.cat([g.reshape(-1) for g in g_unrolled]).norm()
             finite_diff = []
-            for sign in (1.0, -1.0):
+            for sign in ((1.0,) if forward else (1.0, -1.0)):
                 with torch.no_grad():
                     for w, w0, v in zip(weights, original, g_unrolled):
                         w.copy_(w0 + sign * eps * v)
@@ -341,7 +358,10 @@ class DartsSearch(L.LightningModule):
             with torch.no_grad():
                 for w, w0 in zip(weights, original):
                     w.copy_(w0)
-        hessian_vector = [(gp - gm) / (2 * eps) for gp, gm in zip(*finite_diff)]
+        if forward:
+            hessian_vector = [(gp - g0) / eps for gp, g0 in zip(finite_diff[0], g_base)]
+        else:
+            hessian_vector = [(gp - gm) / (2 * eps) for gp, gm in zip(*finite_diff)]
         return [ga - xi * hv for ga, hv in zip(g_alpha, hessian_vector)], loss_val.detach()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
