@@ -173,7 +173,39 @@ class DeclarativeNetwork(nn.Module):
         return self.classifier(x.mean((2, 3)))  # global average pool -> (B, C)
 
 
-class DeclarativeSpace(SearchSpace):
+class OptionalDecisions:
+    """``mutate``, ``encode`` and ``decode`` of a space whose Arch holds a subset of its
+    ``decisions()`` (blocks beyond the chosen depth, fields of the block type not chosen are
+    absent) and whose ``arch_of(choices)`` keeps the ones that apply."""
+
+    def mutate(self, arch: Arch, rng: random.Random) -> Arch:
+        """Change one decision of ``arch`` to another of its options; decisions the change
+        brings in (a deeper stage's blocks, another block type's fields) are sampled."""
+        self.validate(arch)
+        options = dict(self.decisions())
+        candidates = [k for k in arch if len(options[k]) > 1]
+        if not candidates:
+            raise ArchError(f"the {self.name!r} space has one architecture: nothing to mutate")
+        label = rng.choice(candidates)
+        choices = {k: arch.get(k, rng.choice(v)) for k, v in options.items()}
+        choices[label] = rng.choice([v for v in options[label] if v != arch[label]])
+        return self.arch_of(choices)
+
+    def encode(self, arch: Arch) -> list[int]:
+        """One index per decision; 0 for a decision ``arch`` does not hold."""
+        self.validate(arch)
+        return [options.index(arch[label]) if label in arch else 0
+                for label, options in self.decisions()]
+
+    def decode(self, indices: Sequence[int]) -> Arch:
+        decisions = self.decisions()
+        if len(indices) != len(decisions):
+            raise ArchError(f"expected {len(decisions)} decision indices, got {len(indices)}")
+        return self.arch_of({label: options[int(i)]
+                             for (label, options), i in zip(decisions, indices)})
+
+
+class DeclarativeSpace(OptionalDecisions, SearchSpace):
     """A space from a YAML list of stages (module docstring).
 
     Args:
@@ -306,28 +338,6 @@ class DeclarativeSpace(SearchSpace):
     # -- sampling --------------------------------------------------------------------------
     def sample(self, rng: random.Random) -> Arch:
         return self.arch_of({label: rng.choice(options) for label, options in self.decisions()})
-
-    def mutate(self, arch: Arch, rng: random.Random) -> Arch:
-        """Change one decision of ``arch`` (a depth, a width, a block's op or skip) to another
-        of its options; a deeper stage gets its new blocks sampled."""
-        self.validate(arch)
-        options = dict(self.decisions())
-        label = rng.choice([k for k in arch if len(options[k]) > 1])
-        choices = {k: arch.get(k, rng.choice(v)) for k, v in options.items()}
-        choices[label] = rng.choice([v for v in options[label] if v != arch[label]])
-        return self.arch_of(choices)
-
-    def encode(self, arch: Arch) -> list[int]:
-        self.validate(arch)
-        return [options.index(arch[label]) if label in arch else 0
-                for label, options in self.decisions()]
-
-    def decode(self, indices: Sequence[int]) -> Arch:
-        decisions = self.decisions()
-        if len(indices) != len(decisions):
-            raise ArchError(f"expected {len(decisions)} decision indices, got {len(indices)}")
-        return self.arch_of({label: options[int(i)]
-                             for (label, options), i in zip(decisions, indices)})
 
     # -- networks --------------------------------------------------------------------------
     def build(self, arch: Arch, **kwargs: Any) -> DeclarativeNetwork:

@@ -55,7 +55,7 @@ from torch.nn import functional as F
 
 from lightning_nas.spaces.attention import RelativePositionBias
 from lightning_nas.spaces.base import Arch, ArchError, Constraints, SearchSpace
-from lightning_nas.spaces.declarative import _choices
+from lightning_nas.spaces.declarative import OptionalDecisions, _choices
 from lightning_nas.spaces.supernet import Decision
 
 BLOCK_TYPES = ("mbconv", "transformer")
@@ -152,7 +152,7 @@ def _format(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-class HybridSpace(SearchSpace):
+class HybridSpace(OptionalDecisions, SearchSpace):
     """Conv-stem / vision-transformer hybrid networks, each block MBConv or attention
     (module docstring).
 
@@ -324,31 +324,6 @@ class HybridSpace(SearchSpace):
     # -- sampling --------------------------------------------------------------------------
     def sample(self, rng: random.Random) -> Arch:
         return self.arch_of({label: rng.choice(options) for label, options in self.decisions()})
-
-    def mutate(self, arch: Arch, rng: random.Random) -> Arch:
-        """Change one decision of ``arch`` (a depth, a width, a block's type or one of its
-        fields) to another of its options; new blocks and fields are sampled."""
-        self.validate(arch)
-        options = dict(self.decisions())
-        candidates = [k for k in arch if len(options[k]) > 1]
-        if not candidates:
-            raise ArchError(f"the {self.name!r} space has one architecture: nothing to mutate")
-        label = rng.choice(candidates)
-        choices = {k: arch.get(k, rng.choice(v)) for k, v in options.items()}
-        choices[label] = rng.choice([v for v in options[label] if v != arch[label]])
-        return self.arch_of(choices)
-
-    def encode(self, arch: Arch) -> list[int]:
-        self.validate(arch)
-        return [options.index(arch[label]) if label in arch else 0
-                for label, options in self.decisions()]
-
-    def decode(self, indices: Sequence[int]) -> Arch:
-        decisions = self.decisions()
-        if len(indices) != len(decisions):
-            raise ArchError(f"expected {len(decisions)} decision indices, got {len(indices)}")
-        return self.arch_of({label: options[int(i)]
-                             for (label, options), i in zip(decisions, indices)})
 
     # -- networks --------------------------------------------------------------------------
     def build(self, arch: Arch, **kwargs: Any) -> HybridNetwork:
