@@ -45,7 +45,21 @@ def test_ofa_subnet_training_config_runs(tmp_path):
     assert "train/loss" in metrics and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_digits_evolution_mnasnet_config_runs(tmp_path):
+def test_digits_evolution_mnasnet_config_runs(tmp_path, monkeypatch):
+    """The config's latency hook on a fake clock of 1 ns per FLOP (these networks: 0.24-0.93
+    ms), so which samples the 0.4 ms limit rejects does not depend on the machine's load."""
+    import itertools
+
+    import lightning_nas.hardware.costs as costs
+    from lightning_nas.hardware.latency import measure_latency
+    from lightning_nas.hardware.metrics import count_flops
+
+    def flop_clock_latency(model, input_shape, *, batch_size=1, **kwargs):
+        ticks = itertools.count(0, count_flops(model, input_shape, batch_size=batch_size).flops)
+        return measure_latency(model, input_shape, batch_size=batch_size,
+                               clock=lambda: next(ticks), **kwargs)
+
+    monkeypatch.setattr(costs, "measure_latency", flop_clock_latency)
     summary = main_search(["--config", str(ROOT / "configs/search/digits_evolution_mnasnet.yaml"),
                            "--run_dir", str(tmp_path), "--budget_trials", "2", "--progress",
                            "false", "--evaluator.init_args.epochs", "1", "--wandb.enabled",
@@ -54,6 +68,10 @@ def test_digits_evolution_mnasnet_config_runs(tmp_path):
     assert summary["counts"]["ok"] == 2 and summary["counts"]["failed"] == 0
     ok = [r for r in read_journal(tmp_path) if r["status"] == "ok"]
     assert len(ok) == 2 and all(r["metrics"]["latency_ms"] <= 0.4 for r in ok)
+    for r in ok:  # the fake clock: 1 ns per FLOP of a batch of 1
+        assert abs(r["metrics"]["latency_ms"] - r["metrics"]["flops"] / 1e6) < 1e-9
+    rejected = [r for r in read_journal(tmp_path) if r["status"] == "rejected"]
+    assert rejected and all(r["metrics"]["latency_ms"] > 0.4 for r in rejected)
 
 
 def test_ofa_cifar10_subset_config_runs(tmp_path):
