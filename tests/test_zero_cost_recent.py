@@ -187,3 +187,19 @@ def test_az_nas_aggregate_by_hand():
     np.testing.assert_allclose(got, [math.log(1 / 2), 0.0])
     with pytest.raises(ProxyError, match="no scores for"):
         az_nas_aggregate({"a": [1.0]}, ["b"])
+
+
+def test_az_nas_aggregate_weights_by_hand():
+    """Weights scale each proxy's log(rank/N): a weighted by 2, b by 0.5 on the networks of
+    the test above; a weight of 0 drops a proxy; absent weights are 1."""
+    scores = {"a": [0.1, 0.2, 0.3], "b": [5.0, 1.0, 2.0]}
+    got = az_nas_aggregate(scores, ["a", "b"], weights={"a": 2.0, "b": 0.5})
+    expected = [2 * math.log(1 / 3), 2 * math.log(2 / 3) + 0.5 * math.log(1 / 3),
+                0.5 * math.log(2 / 3)]
+    np.testing.assert_allclose(got, expected)
+    np.testing.assert_allclose(az_nas_aggregate(scores, ["a", "b"], weights={"b": 0.0}),
+                               [math.log(1 / 3), math.log(2 / 3), 0.0])
+    with pytest.raises(ProxyError, match="not aggregated"):
+        az_nas_aggregate(scores, ["a"], weights={"b": 1.0})
+    with pytest.raises(ProxyError, match="finite and >= 0"):
+        az_nas_aggregate(scores, ["a", "b"], weights={"a": -1.0})
