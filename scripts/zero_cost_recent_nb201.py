@@ -9,10 +9,15 @@ every cell is built fresh (PyTorch default init seeded by its benchmark index) a
 * ``zico`` on two halves of the batch (N = 2 batches);
 * ``swap`` on the batch (one activation pattern per ReLU unit over its images);
 * ``zen`` on a Gaussian batch of the same shape (data-free, seeded by the cell index);
-* ``az_expressivity``, ``az_progressivity``, ``az_trainability``, ``az_complexity`` on
-  the batch, then the AZ-NAS aggregate over the scored cells (it is a ranking of a
-  population), and the same aggregate over the four AZ-NAS proxies + ZiCo + SWAP
-  (declared before any result was seen).
+* ``az_*_cifar`` (in the report): the four AZ-NAS proxies on that CIFAR-10 batch.
+
+A second pass (``--passes protocol``, journal ``aznas_protocol_b<B>.jsonl``) scores the same
+networks with the AZ-NAS authors' NB201 protocol, which feeds AZ-NAS a Gaussian N(0, 1) batch
+(``--az-batch-size``; they use 64, the default here is 16 for CPU time), plus data-free
+SynFlow. The report gives every proxy, the AZ-NAS aggregate over the scored cells (a ranking
+of a population: sum of log(rank/N)) for both inputs, log-rank ensembles of AZ-NAS + ZiCo +
+SWAP (+ SynFlow), and a weighted log-rank sum whose weights are chosen on one seeded half of
+the cells and reported on the other half (and cross-fitted over all cells).
 
 Spearman rho and Kendall tau against ``cifar10_test_200ep`` with 95% bootstrap intervals
 (``--bootstrap`` resamples of the cells). Scores are appended to ``<out>/scores.jsonl`` as
@@ -22,6 +27,8 @@ they come (rerun with the same arguments to resume); ``--report-only`` writes
 Usage::
 
     OMP_NUM_THREADS=1 python scripts/zero_cost_recent_nb201.py --n 3000 --out runs/zc_recent
+    OMP_NUM_THREADS=1 python scripts/zero_cost_recent_nb201.py --n 3000 --passes protocol \
+        --az-batch-size 64 --out runs/zc_recent     # the authors' batch
     python scripts/zero_cost_recent_nb201.py --report-only --out runs/zc_recent
 """
 

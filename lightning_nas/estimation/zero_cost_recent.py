@@ -307,7 +307,12 @@ def az_nas(net: nn.Module, inputs: torch.Tensor, *,
         net: the network (not modified; the copy is re-initialised with Kaiming-normal
             fan-in weights, zero biases, BN weight 1 and bias 0, as the authors' code, unless
             ``kaiming_init=False``).
-        inputs: one batch (B, C, H, W) (the authors use a batch of 64 training images).
+        inputs: one batch (B, C, H, W). The authors' NB201 code scores AZ-NAS on a
+            Gaussian N(0, 1) batch of 64 (``torch.randn``), not on training images (their
+            notebook passes real images only to ZiCo, SNIP, GraSP, TE-NAS, GradSign); on
+            NB201 CIFAR-10 that matters: with a normalised CIFAR-10 batch progressivity
+            falls from rho ~0.6 to ~0.2 and the aggregate from ~0.89 to ~0.79
+            (``scripts/results/zero_cost_recent_nb201``).
         feature_modules: modules of ``net`` whose outputs are the feature maps, in order;
             their counterparts in the scored copy are found by name.
         generator: for the initialisation and the Rademacher probes.
