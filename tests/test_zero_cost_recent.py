@@ -203,3 +203,24 @@ def test_az_nas_aggregate_weights_by_hand():
         az_nas_aggregate(scores, ["a"], weights={"b": 1.0})
     with pytest.raises(ProxyError, match="finite and >= 0"):
         az_nas_aggregate(scores, ["a", "b"], weights={"a": -1.0})
+
+
+def test_weighted_log_rank_fit_sees_only_its_cells():
+    """scripts/zero_cost_recent_nb201.py's fit_weights chooses the weights on the cells it is
+    given: there proxy a is the accuracy and b is noise, elsewhere the reverse; the chosen
+    weights keep a and drop b."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "zero_cost_recent_nb201.py"
+    spec = importlib.util.spec_from_file_location("zero_cost_recent_nb201_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=60)
+    noise = rng.normal(size=60)
+    train = np.arange(30)
+    a = np.where(np.arange(60) < 30, target, noise)
+    b = np.where(np.arange(60) < 30, noise, target)
+    w = script.fit_weights({"a": a, "b": b}, target, train)
+    assert w["a"] > 0 and w["b"] == 0.0
