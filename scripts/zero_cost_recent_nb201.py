@@ -95,6 +95,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="main: every proxy on the CIFAR batch (scores.jsonl); protocol: AZ-NAS "
                         "on a Gaussian batch + SynFlow (aznas_protocol_b<batch>.jsonl)")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--report-out", default=None,
+                   help="folder for results.json / results.md (default: --out, where the "
+                        "journals are)")
     p.add_argument("--bootstrap", type=int, default=1000)
     return p.parse_args(argv)
 
@@ -387,7 +390,7 @@ def main(argv=None) -> dict:
     res.update({"config": vars(args), "machine": machine(),
                 "published_note": "published rho as quoted in issue 13 / the papers' NB201 "
                                   "CIFAR-10 tables (all 15,625 cells)"})
-    write_results(args.out, res, markdown(res, args))
+    write_results(args.report_out or args.out, res, markdown(res, args))
     return res
 
 
