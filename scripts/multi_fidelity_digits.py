@@ -44,8 +44,10 @@ if str(ROOT) not in sys.path:
 SAMPLERS = ("random", "hyperband", "bohb")
 
 
-def run_one(sampler_name: str, seed: int, epochs_budget: int, max_epochs: int
-            ) -> dict[str, Any]:
+def run_one(sampler_name: str, seed: int, epochs_budget: int, max_epochs: int, *,
+            eta: float = 3, make_data=None, channels: int = 8) -> dict[str, Any]:
+    """One search; ``make_data()`` gives the data module (default: digits, batch 32, 20%
+    validation), ``channels`` the NB201 stem width (one cell per stage)."""
     import torch
 
     from lightning_nas.data import DigitsDataModule
@@ -55,14 +57,16 @@ def run_one(sampler_name: str, seed: int, epochs_budget: int, max_epochs: int
     from lightning_nas.spaces.nb201 import NB201Space
 
     torch.set_num_threads(1)
-    space = NB201Space(channels=8, cells_per_stage=1)
+    space = NB201Space(channels=channels, cells_per_stage=1)
     sampler = {"random": lambda: RandomSampler(space, seed=seed),
                "hyperband": lambda: Hyperband(space, min_fidelity=1, max_fidelity=max_epochs,
-                                              eta=3, seed=seed),
-               "bohb": lambda: BOHB(space, min_fidelity=1, max_fidelity=max_epochs, eta=3,
+                                              eta=eta, seed=seed),
+               "bohb": lambda: BOHB(space, min_fidelity=1, max_fidelity=max_epochs, eta=eta,
                                     seed=seed)}[sampler_name]()
+    data = make_data() if make_data is not None else \
+        DigitsDataModule(batch_size=32, val_fraction=0.2, seed=0)
     evaluator = TrainingEvaluator(
-        DigitsDataModule(batch_size=32, val_fraction=0.2, seed=0), space=space,
+        data, space=space,
         epochs=max_epochs,
         weight_optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9,
                                                    weight_decay=3e-4),
@@ -136,7 +140,8 @@ def summarise(runs: list[dict[str, Any]], budget: int, max_epochs: int) -> dict[
     return table
 
 
-def plot(table: dict[str, Any], path: Path) -> None:
+def plot(table: dict[str, Any], path: Path,
+         title: str = "NB201 cells on digits: best at the full budget so far") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +157,7 @@ def plot(table: dict[str, Any], path: Path) -> None:
                         alpha=0.2)
     ax.set_xlabel("cumulative training epochs")
     ax.set_ylabel("incumbent validation accuracy (%)")
-    ax.set_title("NB201 cells on digits: best at the full budget so far")
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -187,3 +187,40 @@ def test_az_nas_aggregate_by_hand():
     np.testing.assert_allclose(got, [math.log(1 / 2), 0.0])
     with pytest.raises(ProxyError, match="no scores for"):
         az_nas_aggregate({"a": [1.0]}, ["b"])
+
+
+def test_az_nas_aggregate_weights_by_hand():
+    """Weights scale each proxy's log(rank/N): a weighted by 2, b by 0.5 on the networks of
+    the test above; a weight of 0 drops a proxy; absent weights are 1."""
+    scores = {"a": [0.1, 0.2, 0.3], "b": [5.0, 1.0, 2.0]}
+    got = az_nas_aggregate(scores, ["a", "b"], weights={"a": 2.0, "b": 0.5})
+    expected = [2 * math.log(1 / 3), 2 * math.log(2 / 3) + 0.5 * math.log(1 / 3),
+                0.5 * math.log(2 / 3)]
+    np.testing.assert_allclose(got, expected)
+    np.testing.assert_allclose(az_nas_aggregate(scores, ["a", "b"], weights={"b": 0.0}),
+                               [math.log(1 / 3), math.log(2 / 3), 0.0])
+    with pytest.raises(ProxyError, match="not aggregated"):
+        az_nas_aggregate(scores, ["a"], weights={"b": 1.0})
+    with pytest.raises(ProxyError, match="finite and >= 0"):
+        az_nas_aggregate(scores, ["a", "b"], weights={"a": -1.0})
+
+
+def test_weighted_log_rank_fit_sees_only_its_cells():
+    """scripts/zero_cost_recent_nb201.py's fit_weights chooses the weights on the cells it is
+    given: there proxy a is the accuracy and b is noise, elsewhere the reverse; the chosen
+    weights keep a and drop b."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "zero_cost_recent_nb201.py"
+    spec = importlib.util.spec_from_file_location("zero_cost_recent_nb201_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=60)
+    noise = rng.normal(size=60)
+    train = np.arange(30)
+    a = np.where(np.arange(60) < 30, target, noise)
+    b = np.where(np.arange(60) < 30, noise, target)
+    w = script.fit_weights({"a": a, "b": b}, target, train)
+    assert w["a"] > 0 and w["b"] == 0.0

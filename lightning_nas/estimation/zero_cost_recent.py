@@ -307,7 +307,12 @@ def az_nas(net: nn.Module, inputs: torch.Tensor, *,
         net: the network (not modified; the copy is re-initialised with Kaiming-normal
             fan-in weights, zero biases, BN weight 1 and bias 0, as the authors' code, unless
             ``kaiming_init=False``).
-        inputs: one batch (B, C, H, W) (the authors use a batch of 64 training images).
+        inputs: one batch (B, C, H, W). The authors' NB201 code scores AZ-NAS on a
+            Gaussian N(0, 1) batch of 64 (``torch.randn``), not on training images (their
+            notebook passes real images only to ZiCo, SNIP, GraSP, TE-NAS, GradSign); on
+            NB201 CIFAR-10 that matters: with a normalised CIFAR-10 batch progressivity
+            falls from rho ~0.6 to ~0.2 and the aggregate from ~0.89 to ~0.79
+            (``scripts/results/zero_cost_recent_nb201``).
         feature_modules: modules of ``net`` whose outputs are the feature maps, in order;
             their counterparts in the scored copy are found by name.
         generator: for the initialisation and the Rademacher probes.
@@ -363,12 +368,17 @@ def az_nas(net: nn.Module, inputs: torch.Tensor, *,
 
 
 def az_nas_aggregate(scores: Mapping[str, Sequence[float]],
-                     names: Sequence[str] = AZ_NAS_PROXIES) -> np.ndarray:
+                     names: Sequence[str] = AZ_NAS_PROXIES,
+                     weights: Mapping[str, float] | None = None) -> np.ndarray:
     """AZ-NAS non-linear ranking aggregation (Lee & Ham 2024, Sec. 3):
     ``s(a) = sum_m log(rank_m(a) / N)`` over the proxies m, ``rank_m`` the ascending rank
     of network a among the N scored ones (1 = lowest score, N = highest; ties get their
     average rank, NaN and -inf rank lowest). A network must rank high on *every* proxy to
     score high: one low rank costs log(rank/N), unbounded below.
+
+    ``weights`` (not in the paper; default 1 for every proxy) gives
+    ``s(a) = sum_m w_m log(rank_m(a) / N)``, e.g. weights chosen on a labelled split of
+    cells; a proxy missing from ``weights`` has weight 1, and weights must be finite and >= 0.
 
     Returns:
         (N,) aggregate scores (<= 0; 0 only for a network best on every proxy).
@@ -380,11 +390,18 @@ def az_nas_aggregate(scores: Mapping[str, Sequence[float]],
     missing = [n for n in names if n not in scores]
     if missing:
         raise ProxyError(f"az_nas_aggregate: no scores for {missing}; have {sorted(scores)}")
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ProxyError(f"az_nas_aggregate: weights for proxies not aggregated: {unknown}")
+    bad = {k: w for k, w in weights.items() if not (math.isfinite(w) and w >= 0)}
+    if bad:
+        raise ProxyError(f"az_nas_aggregate: weights must be finite and >= 0, got {bad}")
     total = None
     for name in names:
         values = np.asarray(scores[name], dtype=np.float64)
         values = np.where(np.isnan(values), -np.inf, values)
         ranks = rankdata(values)  # ascending, average ties; -inf lowest
-        part = np.log(ranks / len(values))
+        part = float(weights.get(name, 1.0)) * np.log(ranks / len(values))
         total = part if total is None else total + part
     return total
