@@ -174,9 +174,17 @@ class DeclarativeNetwork(nn.Module):
 
 
 class OptionalDecisions:
-    """``mutate``, ``encode`` and ``decode`` of a space whose Arch holds a subset of its
-    ``decisions()`` (blocks beyond the chosen depth, fields of the block type not chosen are
-    absent) and whose ``arch_of(choices)`` keeps the ones that apply."""
+    """``sample``, ``mutate``, ``encode``, ``decode`` and ``depth`` of a stage-list space
+    whose Arch holds a subset of its ``decisions()`` (blocks beyond the chosen depth, fields
+    of the block type not chosen are absent) and whose ``arch_of(choices)`` keeps the ones
+    that apply."""
+
+    def depth(self, arch: Arch) -> int:
+        """Layers of the built network: stem, transitions and blocks."""
+        return 1 + sum(1 + arch[f"{s.name}.depth"] for s in self.stages)
+
+    def sample(self, rng: random.Random) -> Arch:
+        return self.arch_of({label: rng.choice(options) for label, options in self.decisions()})
 
     def mutate(self, arch: Arch, rng: random.Random) -> Arch:
         """Change one decision of ``arch`` to another of its options; decisions the change
@@ -330,14 +338,6 @@ class DeclarativeSpace(OptionalDecisions, SearchSpace):
                 values.update(zip(labels, ops))
                 values[skip] = item.endswith("+")
         return self.validate(Arch(self.name, values))
-
-    def depth(self, arch: Arch) -> int:
-        """Layers of the built network: stem, transitions and blocks."""
-        return 1 + sum(1 + arch[f"{s.name}.depth"] for s in self.stages)
-
-    # -- sampling --------------------------------------------------------------------------
-    def sample(self, rng: random.Random) -> Arch:
-        return self.arch_of({label: rng.choice(options) for label, options in self.decisions()})
 
     # -- networks --------------------------------------------------------------------------
     def build(self, arch: Arch, **kwargs: Any) -> DeclarativeNetwork:

@@ -45,7 +45,6 @@ function as ``forward_path(x, arch)``.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -316,14 +315,6 @@ class HybridSpace(OptionalDecisions, SearchSpace):
                     values[f"{name}.block{i}.{field}"] = next(
                         (o for o in stage.options(field) if o == number), number)
         return self.validate(Arch(self.name, values))
-
-    def depth(self, arch: Arch) -> int:
-        """Layers of the built network: stem, transitions and blocks."""
-        return 1 + sum(1 + arch[f"{s.name}.depth"] for s in self.stages)
-
-    # -- sampling --------------------------------------------------------------------------
-    def sample(self, rng: random.Random) -> Arch:
-        return self.arch_of({label: rng.choice(options) for label, options in self.decisions()})
 
     # -- networks --------------------------------------------------------------------------
     def build(self, arch: Arch, **kwargs: Any) -> HybridNetwork:
