@@ -44,7 +44,13 @@ for _path in (ROOT, ROOT / "scripts"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from multi_fidelity_digits import SAMPLERS, plot, run_one, summarise  # noqa: E402
+from multi_fidelity_digits import (  # noqa: E402
+    SAMPLERS,
+    plot,
+    run_one,
+    summarise,
+    summary_rows,
+)
 
 
 def make_data_factory(args):
@@ -107,16 +113,7 @@ def main(argv: list[str] | None = None) -> None:
              f"{args.epochs} cumulative training epochs per search, full budget "
              f"{args.max_epochs} epochs (random search), Hyperband / BOHB 1..{args.max_epochs} "
              f"epochs with eta {args.eta:g}; mean +- standard error over seeds "
-             f"{args.seeds}, 1 thread.", "",
-             "| sampler | n | final val % (mean +- se) | final test % | cells trained | "
-             "epochs to random's final mean | wall s per search |",
-             "|---|---|---|---|---|---|---|"]
-    for name, row in table.items():
-        fv, ft, cells, wall = row["final_val"], row["final_test"], row["cells"], \
-            row["wall_seconds"]
-        lines.append(f"| {name} | {row['n']} | {fv[0]:.2f} +- {fv[1]:.2f} | "
-                     f"{ft[0]:.2f} +- {ft[1]:.2f} | {cells[0]:.1f} | "
-                     f"{row.get('epochs_to_random_final')} | {wall[0]:.0f} |")
+             f"{args.seeds}, 1 thread.", "", *summary_rows(table)]
     lines += ["", "Incumbent validation accuracy (%) at the full budget, mean +- se, by "
               "cumulative epochs:", "",
               "| epochs | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]

@@ -163,6 +163,19 @@ def plot(table: dict[str, Any], path: Path,
     fig.savefig(path, dpi=120)
 
 
+def summary_rows(table: dict) -> list[str]:
+    """The Markdown table of :func:`summarise`'s per-sampler rows."""
+    lines = ["| sampler | n | final val % (mean +- se) | final test % | cells trained | "
+             "epochs to random's final mean | wall s per search |", "|---|---|---|---|---|---|---|"]
+    for name, row in table.items():
+        fv, ft, cells, wall = row["final_val"], row["final_test"], row["cells"], \
+            row["wall_seconds"]
+        lines.append(f"| {name} | {row['n']} | {fv[0]:.2f} +- {fv[1]:.2f} | "
+                     f"{ft[0]:.2f} +- {ft[1]:.2f} | {cells[0]:.1f} | "
+                     f"{row.get('epochs_to_random_final')} | {wall[0]:.0f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -189,14 +202,7 @@ def main(argv: list[str] | None = None) -> None:
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "load": os.getloadavg()}, "table": table}
     (args.out / "results.json").write_text(json.dumps(out, indent=1))
-    lines = ["| sampler | n | final val % (mean +- se) | final test % | cells trained | "
-             "epochs to random's final mean | wall s per search |", "|---|---|---|---|---|---|---|"]
-    for name, row in table.items():
-        fv, ft, cells, wall = row["final_val"], row["final_test"], row["cells"], \
-            row["wall_seconds"]
-        lines.append(f"| {name} | {row['n']} | {fv[0]:.2f} +- {fv[1]:.2f} | "
-                     f"{ft[0]:.2f} +- {ft[1]:.2f} | {cells[0]:.1f} | "
-                     f"{row.get('epochs_to_random_final')} | {wall[0]:.0f} |")
+    lines = summary_rows(table)
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(table, args.out / "best_vs_epochs.png")
