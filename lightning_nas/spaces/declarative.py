@@ -58,28 +58,35 @@ def _choices(value: Any, field: str, kind: type, check=lambda v: True, what: str
     return tuple(values)
 
 
+def stage_fields(stage: Any, index: int, spec: Any, keys: set[str]) -> str:
+    """Check the fields every stage-list space shares and set ``stage.name``, ``.depth``,
+    ``.width`` (choice tuples) and ``.stride``; returns ``"stages[i]"`` for error messages."""
+    where = f"stages[{index}]"
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{where} must be a mapping of {sorted(keys)}, got {spec!r}")
+    unknown = set(spec) - keys
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; a stage has "
+                         f"{sorted(keys)}")
+    stage.name = str(spec.get("name", f"stage{index}"))
+    if not stage.name.isidentifier():
+        raise ValueError(f"{where}.name must be an identifier, got {stage.name!r}")
+    stage.depth = _choices(spec.get("depth", 1), f"{where}.depth", int, lambda v: v >= 1,
+                           "a block count >= 1")
+    stage.width = _choices(spec.get("width"), f"{where}.width", int, lambda v: v >= 1,
+                           "a channel count >= 1")
+    stride = spec.get("stride", 1)
+    if stride not in (1, 2) or isinstance(stride, bool):
+        raise ValueError(f"{where}.stride must be 1 or 2, got {stride!r}")
+    stage.stride = int(stride)
+    return where
+
+
 class _Stage:
     """One stage's choices, checked (errors name ``stages[i].<field>``)."""
 
     def __init__(self, index: int, spec: Mapping[str, Any]):
-        where = f"stages[{index}]"
-        if not isinstance(spec, Mapping):
-            raise ValueError(f"{where} must be a mapping of {sorted(_STAGE_KEYS)}, got {spec!r}")
-        unknown = set(spec) - _STAGE_KEYS
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; a stage has "
-                             f"{sorted(_STAGE_KEYS)}")
-        self.name = str(spec.get("name", f"stage{index}"))
-        if not self.name.isidentifier():
-            raise ValueError(f"{where}.name must be an identifier, got {self.name!r}")
-        self.depth = _choices(spec.get("depth", 1), f"{where}.depth", int, lambda v: v >= 1,
-                              "a block count >= 1")
-        self.width = _choices(spec.get("width"), f"{where}.width", int, lambda v: v >= 1,
-                              "a channel count >= 1")
-        stride = spec.get("stride", 1)
-        if stride not in (1, 2):
-            raise ValueError(f"{where}.stride must be 1 or 2, got {stride!r}")
-        self.stride = int(stride)
+        where = stage_fields(self, index, spec, _STAGE_KEYS)
         if ("ops" in spec) == ("branches" in spec):
             raise ValueError(f"{where}: give either ops (one path per block) or branches "
                              "(parallel paths, each a list of ops)")

@@ -54,7 +54,7 @@ from torch.nn import functional as F
 
 from lightning_nas.spaces.attention import RelativePositionBias
 from lightning_nas.spaces.base import Arch, ArchError, Constraints, SearchSpace
-from lightning_nas.spaces.declarative import OptionalDecisions, _choices
+from lightning_nas.spaces.declarative import OptionalDecisions, _choices, stage_fields
 from lightning_nas.spaces.supernet import Decision
 
 BLOCK_TYPES = ("mbconv", "transformer")
@@ -77,24 +77,7 @@ class _Stage:
     """One stage's choices, checked (errors name ``stages[i].<field>``)."""
 
     def __init__(self, index: int, spec: Mapping[str, Any]):
-        where = f"stages[{index}]"
-        if not isinstance(spec, Mapping):
-            raise ValueError(f"{where} must be a mapping of {sorted(_STAGE_KEYS)}, got {spec!r}")
-        unknown = set(spec) - _STAGE_KEYS
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; a stage has "
-                             f"{sorted(_STAGE_KEYS)}")
-        self.name = str(spec.get("name", f"stage{index}"))
-        if not self.name.isidentifier():
-            raise ValueError(f"{where}.name must be an identifier, got {self.name!r}")
-        self.depth = _choices(spec.get("depth", 1), f"{where}.depth", int, lambda v: v >= 1,
-                              "a block count >= 1")
-        self.width = _choices(spec.get("width"), f"{where}.width", int, lambda v: v >= 1,
-                              "a channel count >= 1")
-        stride = spec.get("stride", 1)
-        if stride not in (1, 2) or isinstance(stride, bool):
-            raise ValueError(f"{where}.stride must be 1 or 2, got {stride!r}")
-        self.stride = int(stride)
+        where = stage_fields(self, index, spec, _STAGE_KEYS)
         blocks = spec.get("blocks", ["mbconv"])
         if isinstance(blocks, (list, tuple)):
             for k, kind in enumerate(blocks):
