@@ -102,19 +102,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def score_cells(args, cells: list[str], table) -> None:
+def _timed(seconds: dict, key: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, its wall time added to ``seconds[key]``."""
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    seconds[key] = time.perf_counter() - t0
+    return result
+
+
+def _journal_pass(journal: Path, cells: list[str], table, seed: int, label: str,
+                  score, extra: dict | None = None) -> None:
+    """Score every cell of ``cells`` not yet in ``journal`` (resumable): its network built
+    with the per-cell seed ``seed * 1_000_003 + index`` (the same network in every pass, in
+    any order), then ``score(net, index) -> (scores, seconds)``; one JSON line per cell."""
     import torch
 
-    from lightning_nas.estimation import zero_cost_recent as zr
     from lightning_nas.spaces.nb201 import NB201Space
 
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    journal = out / "scores.jsonl"
     done = scored_cells(journal)
-    x, y, files = cifar_batch(args.data, args.batch_size, args.seed)
-    (out / "batch.json").write_text(json.dumps({"files": files, "seed": args.seed}, indent=1))
     space = NB201Space()
     start, n_new = time.time(), 0
     with journal.open("a") as f:
@@ -123,31 +128,43 @@ def score_cells(args, cells: list[str], table) -> None:
                 continue
             index = table[arch_str]["index"]
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(args.seed * 1_000_003 + index)  # per-cell init, any order
+                torch.manual_seed(seed * 1_000_003 + index)  # per-cell init, any order
                 net = space.build(space.parse(arch_str))
-            gen = torch.Generator().manual_seed(args.seed * 1_000_003 + index)
-            seconds, scores = {}, {}
-            t0 = time.perf_counter()
-            scores["zico"] = zr.zico(net, x, y)
-            seconds["zico"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            scores["swap"] = zr.swap(net, x)
-            seconds["swap"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            gauss = torch.randn(x.shape, generator=gen)
-            scores["zen"] = zr.zen_score(net, gauss, generator=gen)
-            seconds["zen"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            scores.update(zr.az_nas(net, x, generator=gen))
-            seconds["az_nas"] = time.perf_counter() - t0
+            scores, seconds = score(net, index)
             f.write(json.dumps({"position": position, "index": index, "arch_str": arch_str,
-                                "scores": scores, "seconds": seconds,
+                                "scores": scores, "seconds": seconds, **(extra or {}),
                                 TARGET: table[arch_str][TARGET]}) + "\n")
             f.flush()
             n_new += 1
             if n_new % 25 == 1:
-                print(f"[{position + 1}/{len(cells)}] {time.time() - start:.0f}s, "
+                print(f"[{label}{position + 1}/{len(cells)}] {time.time() - start:.0f}s, "
                       f"{sum(seconds.values()):.2f}s/cell", flush=True)
+
+
+def score_cells(args, cells: list[str], table) -> None:
+    import torch
+
+    from lightning_nas.estimation import zero_cost_recent as zr
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    x, y, files = cifar_batch(args.data, args.batch_size, args.seed)
+    (out / "batch.json").write_text(json.dumps({"files": files, "seed": args.seed}, indent=1))
+
+    def score(net, index):
+        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + index)
+        seconds, scores = {}, {}
+        scores["zico"] = _timed(seconds, "zico", zr.zico, net, x, y)
+        scores["swap"] = _timed(seconds, "swap", zr.swap, net, x)
+        t0 = time.perf_counter()
+        gauss = torch.randn(x.shape, generator=gen)
+        scores["zen"] = zr.zen_score(net, gauss, generator=gen)
+        seconds["zen"] = time.perf_counter() - t0
+        scores.update(_timed(seconds, "az_nas", zr.az_nas, net, x, generator=gen))
+        return scores, seconds
+
+    _journal_pass(out / "scores.jsonl", cells, table, args.seed, "", score)
 
 
 def score_protocol(args, cells: list[str], table) -> None:
@@ -160,41 +177,23 @@ def score_protocol(args, cells: list[str], table) -> None:
 
     from lightning_nas.estimation import zero_cost as z
     from lightning_nas.estimation import zero_cost_recent as zr
-    from lightning_nas.spaces.nb201 import NB201Space
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    journal = out / f"aznas_protocol_b{args.az_batch_size}.jsonl"
-    done = scored_cells(journal)
-    space = NB201Space()
-    start, n_new = time.time(), 0
-    with journal.open("a") as f:
-        for position, arch_str in enumerate(cells):
-            if arch_str in done:
-                continue
-            index = table[arch_str]["index"]
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(args.seed * 1_000_003 + index)  # the main pass's network
-                net = space.build(space.parse(arch_str))
-            gen = torch.Generator().manual_seed(args.seed * 1_000_003 + index + 7)
-            seconds, scores = {}, {}
-            t0 = time.perf_counter()
-            gauss = torch.randn((args.az_batch_size, 3, 32, 32), generator=gen)
-            scores.update(zr.az_nas(net, gauss, generator=gen))
-            seconds["az_nas"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            scores["synflow"] = z.synflow(net, (3, 32, 32))
-            seconds["synflow"] = time.perf_counter() - t0
-            f.write(json.dumps({"position": position, "index": index, "arch_str": arch_str,
-                                "scores": scores, "seconds": seconds,
-                                "az_batch_size": args.az_batch_size,
-                                TARGET: table[arch_str][TARGET]}) + "\n")
-            f.flush()
-            n_new += 1
-            if n_new % 25 == 1:
-                print(f"[protocol {position + 1}/{len(cells)}] {time.time() - start:.0f}s, "
-                      f"{sum(seconds.values()):.2f}s/cell", flush=True)
+
+    def score(net, index):
+        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + index + 7)
+        seconds, scores = {}, {}
+        t0 = time.perf_counter()
+        gauss = torch.randn((args.az_batch_size, 3, 32, 32), generator=gen)
+        scores.update(zr.az_nas(net, gauss, generator=gen))
+        seconds["az_nas"] = time.perf_counter() - t0
+        scores["synflow"] = _timed(seconds, "synflow", z.synflow, net, (3, 32, 32))
+        return scores, seconds
+
+    _journal_pass(out / f"aznas_protocol_b{args.az_batch_size}.jsonl", cells, table,
+                  args.seed, "protocol ", score, {"az_batch_size": args.az_batch_size})
 
 
 def _clean(values) -> np.ndarray:
