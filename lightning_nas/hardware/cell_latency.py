@@ -448,9 +448,8 @@ class CellLatencyTable:
         """
         from scipy.optimize import nnls
 
-        totals = np.array([[self.op_totals(a)[op] for op in self.space.ops] for a in archs])
-        used = [k for k in range(totals.shape[1]) if np.ptp(totals[:, k]) > 0
-                or totals[:, k].any()]
+        totals = np.array([list(self.op_totals(a).values()) for a in archs])  # space.ops order
+        used = [k for k in range(totals.shape[1]) if totals[:, k].any()]
         design = np.column_stack([totals[:, used], np.ones(len(archs))])
         if len(archs) < design.shape[1] + 2:
             raise ValueError(f"fit='per_op' needs at least {design.shape[1] + 2} networks for "
