@@ -58,7 +58,8 @@ def make_data_factory(args):
         from lightning_nas.data import ImageFolderDataModule
 
         return ImageFolderDataModule(root=args.data, max_per_class_train=args.per_class,
-                                     max_per_class_test=100, resize=args.resolution,
+                                     max_per_class_test=args.test_per_class,
+                                     resize=args.resolution,
                                      crop_padding=2, hflip=True, val_fraction=0.2,
                                      batch_size=32, seed=0)
     return make
@@ -74,6 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eta", type=float, default=2)
     parser.add_argument("--per-class", type=int, default=200,
                         help="training JPEGs per class (20%% of them validation)")
+    parser.add_argument("--test-per-class", type=int, default=100,
+                        help="test JPEGs per class (the reported test accuracy)")
+    parser.add_argument("--continue-training", action=argparse.BooleanOptionalAction,
+                        default=False, help="promotions continue the lower rung's run (the "
+                        "schedule spans --max-epochs for every sampler)")
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
@@ -89,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
             if not path.exists():
                 start = time.time()
                 record = run_one(name, seed, args.epochs, args.max_epochs, eta=args.eta,
-                                 make_data=make_data, channels=args.channels)
+                                 make_data=make_data, channels=args.channels,
+                                 continue_training=args.continue_training)
                 record["load_after"] = os.getloadavg()
                 path.write_text(json.dumps(record, indent=1))
                 print(f"{name} seed {seed}: final val {record['final']['val']:.2f} test "
@@ -109,21 +116,25 @@ def main(argv: list[str] | None = None) -> None:
     n_train = int(args.per_class * 10 * 0.8)
     lines = [f"NAS-Bench-201 cells ({args.channels} channels, one cell per stage) trained on a "
              f"CIFAR-10 subset ({n_train} training / {args.per_class * 10 - n_train} validation "
-             f"images at {args.resolution}x{args.resolution}, test: 1,000 test images), "
+             f"images at {args.resolution}x{args.resolution}, test: "
+             f"{args.test_per_class * 10:,} test images), "
              f"{args.epochs} cumulative training epochs per search, full budget "
              f"{args.max_epochs} epochs (random search), Hyperband / BOHB 1..{args.max_epochs} "
-             f"epochs with eta {args.eta:g}; mean +- standard error over seeds "
+             f"epochs with eta {args.eta:g}, promoted cells "
+             f"{'continue the lower rung' if args.continue_training else 'retrain from scratch'}"
+             f"; mean +- standard error over seeds "
              f"{args.seeds}, 1 thread.", "", *summary_rows(table)]
-    lines += ["", "Incumbent validation accuracy (%) at the full budget, mean +- se, by "
-              "cumulative epochs:", "",
-              "| epochs | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
-    grid = next(iter(table.values()))["curve"]["epochs"]
-    for k, e in enumerate(grid):
-        cells = []
-        for row in table.values():
-            m, s, n = (row["curve"][key][k] for key in ("mean", "se", "n"))
-            cells.append("-" if m is None else f"{m:.2f} +- {s:.2f} (n={n})")
-        lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    for key, what in (("curve", "Incumbent validation accuracy"),
+                      ("test_curve", "Test accuracy of the incumbent")):
+        lines += ["", f"{what} (%) at the full budget, mean +- se, by cumulative epochs:", "",
+                  "| epochs | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
+        grid = next(iter(table.values()))[key]["epochs"]
+        for k, e in enumerate(grid):
+            cells = []
+            for row in table.values():
+                m, s, n = (row[key][col][k] for col in ("mean", "se", "n"))
+                cells.append("-" if m is None else f"{m:.2f} +- {s:.2f} (n={n})")
+            lines.append(f"| {e} | " + " | ".join(cells) + " |")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(table, args.out / "best_vs_epochs.png",

@@ -45,9 +45,13 @@ SAMPLERS = ("random", "hyperband", "bohb")
 
 
 def run_one(sampler_name: str, seed: int, epochs_budget: int, max_epochs: int, *,
-            eta: float = 3, make_data=None, channels: int = 8) -> dict[str, Any]:
+            eta: float = 3, make_data=None, channels: int = 8,
+            continue_training: bool = False) -> dict[str, Any]:
     """One search; ``make_data()`` gives the data module (default: digits, batch 32, 20%
-    validation), ``channels`` the NB201 stem width (one cell per stage)."""
+    validation), ``channels`` the NB201 stem width (one cell per stage);
+    ``continue_training``: promotions continue the lower rung's run (the schedule spans
+    ``max_epochs`` for every sampler) instead of retraining from scratch. The epoch budget
+    counts the epochs each trial really trained (``epochs_trained``)."""
     import torch
 
     from lightning_nas.data import DigitsDataModule
@@ -71,17 +75,19 @@ def run_one(sampler_name: str, seed: int, epochs_budget: int, max_epochs: int, *
         weight_optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9,
                                                    weight_decay=3e-4),
         model={"drop_path_prob": 0.0, "grad_clip": 5.0}, trainer={"accelerator": "cpu"},
-        seed=0, num_threads=1, accuracy_unit="percent", test=True)
+        seed=0, num_threads=1, accuracy_unit="percent", test=True,
+        continue_training=continue_training)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = run_search(space, sampler, evaluator, run_dir=tmp,
-                            budget_seconds=epochs_budget, time_key="epochs", progress=False)
+                            budget_seconds=epochs_budget, time_key="epochs_trained",
+                            progress=False)
     wall = time.perf_counter() - start
     trace, spent, best_key, best = [], 0, None, None
     for r in result.records:
         if r["status"] != "ok":
             continue
-        spent += int(r["metrics"]["epochs"])
+        spent += int(r["metrics"].get("epochs_trained", r["metrics"]["epochs"]))
         fidelity = r.get("fidelity", max_epochs)
         key = (fidelity, r["objective"])
         if best_key is None or key > best_key:
@@ -96,14 +102,16 @@ def run_one(sampler_name: str, seed: int, epochs_budget: int, max_epochs: int, *
                       "arch": best["arch"], "fidelity": best_key[0]}}
 
 
-def incumbent_at(trace: list[dict[str, Any]], epochs: float, max_epochs: int) -> float | None:
-    """Validation accuracy of the incumbent at the full budget after ``epochs`` epochs."""
+def incumbent_at(trace: list[dict[str, Any]], epochs: float, max_epochs: int,
+                 key: str = "val") -> float | None:
+    """Validation (``key="val"``) or test accuracy of the incumbent at the full budget after
+    ``epochs`` epochs."""
     value = None
     for point in trace:
         if point["epochs"] > epochs:
             break
         if point["incumbent_fidelity"] == max_epochs:
-            value = point["val"]
+            value = point[key]
     return value
 
 
@@ -122,6 +130,8 @@ def summarise(runs: list[dict[str, Any]], budget: int, max_epochs: int) -> dict[
         if not mine:
             continue
         curve = [mean_se([incumbent_at(r["trace"], e, max_epochs) for r in mine]) for e in grid]
+        test_curve = [mean_se([incumbent_at(r["trace"], e, max_epochs, "test") for r in mine])
+                      for e in grid]
         table[name] = {
             "n": len(mine),
             "final_val": mean_se([r["final"]["val"] for r in mine]),
@@ -130,13 +140,16 @@ def summarise(runs: list[dict[str, Any]], budget: int, max_epochs: int) -> dict[
             "wall_seconds": mean_se([r["wall_seconds"] for r in mine]),
             "curve": {"epochs": grid, "mean": [c[0] for c in curve],
                       "se": [c[1] for c in curve], "n": [c[2] for c in curve]},
+            "test_curve": {"epochs": grid, "mean": [c[0] for c in test_curve],
+                           "se": [c[1] for c in test_curve], "n": [c[2] for c in test_curve]},
         }
     if "random" in table:
-        target = table["random"]["final_val"][0]
-        for name, row in table.items():
-            reach = [next((e for e, m in zip(row["curve"]["epochs"], row["curve"]["mean"])
-                           if m is not None and m >= target - 1e-4), None)]  # float32 accuracies
-            row["epochs_to_random_final"] = reach[0]
+        for key, curve in (("val", "curve"), ("test", "test_curve")):
+            target = table["random"][f"final_{key}"][0]
+            for name, row in table.items():
+                row["epochs_to_random_final" + ("" if key == "val" else "_test")] = next(
+                    (e for e, m in zip(row[curve]["epochs"], row[curve]["mean"])
+                     if m is not None and m >= target - 1e-4), None)  # float32 accuracies
     return table
 
 
@@ -147,18 +160,23 @@ def plot(table: dict[str, Any], path: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for name, row in table.items():
-        xs = [e for e, m in zip(row["curve"]["epochs"], row["curve"]["mean"]) if m is not None]
-        ms = [m for m in row["curve"]["mean"] if m is not None]
-        ses = [s for s, m in zip(row["curve"]["se"], row["curve"]["mean"]) if m is not None]
-        ax.plot(xs, ms, label=f"{name} (n={row['n']})")
-        ax.fill_between(xs, [m - s for m, s in zip(ms, ses)], [m + s for m, s in zip(ms, ses)],
-                        alpha=0.2)
-    ax.set_xlabel("cumulative training epochs")
-    ax.set_ylabel("incumbent validation accuracy (%)")
-    ax.set_title(title)
-    ax.legend()
+    panels = [("curve", "incumbent validation accuracy (%)")]
+    if all("test_curve" in row for row in table.values()):
+        panels.append(("test_curve", "test accuracy of the incumbent (%)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.2), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        for name, row in table.items():
+            curve = row[key]
+            xs = [e for e, m in zip(curve["epochs"], curve["mean"]) if m is not None]
+            ms = [m for m in curve["mean"] if m is not None]
+            ses = [s for s, m in zip(curve["se"], curve["mean"]) if m is not None]
+            ax.plot(xs, ms, label=f"{name} (n={row['n']})")
+            ax.fill_between(xs, [m - s for m, s in zip(ms, ses)],
+                            [m + s for m, s in zip(ms, ses)], alpha=0.2)
+        ax.set_xlabel("cumulative training epochs")
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -166,13 +184,15 @@ def plot(table: dict[str, Any], path: Path,
 def summary_rows(table: dict) -> list[str]:
     """The Markdown table of :func:`summarise`'s per-sampler rows."""
     lines = ["| sampler | n | final val % (mean +- se) | final test % | cells trained | "
-             "epochs to random's final mean | wall s per search |", "|---|---|---|---|---|---|---|"]
+             "epochs to random's final val | epochs to random's final test | "
+             "wall s per search |", "|---|---|---|---|---|---|---|---|"]
     for name, row in table.items():
         fv, ft, cells, wall = row["final_val"], row["final_test"], row["cells"], \
             row["wall_seconds"]
         lines.append(f"| {name} | {row['n']} | {fv[0]:.2f} +- {fv[1]:.2f} | "
                      f"{ft[0]:.2f} +- {ft[1]:.2f} | {cells[0]:.1f} | "
-                     f"{row.get('epochs_to_random_final')} | {wall[0]:.0f} |")
+                     f"{row.get('epochs_to_random_final')} | "
+                     f"{row.get('epochs_to_random_final_test')} | {wall[0]:.0f} |")
     return lines
 
 

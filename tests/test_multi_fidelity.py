@@ -5,6 +5,7 @@ training search through the CLI with each config."""
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from lightning_nas.search.multi_fidelity import (
 )
 from lightning_nas.search.training import TrainingEvaluator
 from lightning_nas.spaces.base import Arch
+from lightning_nas.spaces.nb201 import NB201Space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,9 +201,11 @@ def test_bad_inputs_get_clear_errors(tmp_path):
             SPACE.sample(random.Random(0)), fidelity=1.5)
 
 
-@pytest.mark.parametrize("config", ["configs/search/digits_hyperband.yaml",
-                                    "configs/search/digits_bohb.yaml"])
-def test_multi_fidelity_configs_train_real_cells_at_their_budgets(tmp_path, config):
+@pytest.mark.parametrize("config,promoted_trains",
+                         [("configs/search/digits_hyperband.yaml", 2),  # continues 1 -> 3
+                          ("configs/search/digits_bohb.yaml", 3)])     # retrains from scratch
+def test_multi_fidelity_configs_train_real_cells_at_their_budgets(tmp_path, config,
+                                                                  promoted_trains):
     """Budgets 1..3 epochs (eta 3): bracket 1 trains 3 cells for 1 epoch and the best for 3,
     through the CLI with the TrainingEvaluator on digits (2 batches an epoch)."""
     summary = main_search([
@@ -211,7 +215,107 @@ def test_multi_fidelity_configs_train_real_cells_at_their_budgets(tmp_path, conf
         "--evaluator.init_args.trainer", '{"accelerator": "cpu", "devices": 1, '
         '"limit_train_batches": 2, "limit_val_batches": 2}'])
     recs = read_journal(tmp_path)
-    assert [(r["status"], r["fidelity"], r["metrics"]["epochs"]) for r in recs] == \
-        [("ok", 1, 1)] * 3 + [("ok", 3, 3)]
+    assert [(r["status"], r["fidelity"], r["metrics"]["epochs"],
+             r["metrics"]["epochs_trained"]) for r in recs] == \
+        [("ok", 1, 1, 1)] * 3 + [("ok", 3, 3, promoted_trains)]
     assert recs[3]["arch"] == max(recs[:3], key=lambda r: r["objective"])["arch"]
     assert summary["best"]["trial"] == 3
+
+
+TINY = NB201Space(channels=8, cells_per_stage=1)  # trains in well under a second
+
+
+def _continuing_evaluator(save_dir=None, *, epochs=3, seed=0):
+    import torch
+
+    from lightning_nas.data import DigitsDataModule
+
+    return TrainingEvaluator(
+        DigitsDataModule(batch_size=32, val_fraction=0.2, seed=0), space=TINY, epochs=epochs,
+        weight_optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9),
+        model={"drop_path_prob": 0.0}, trainer={"accelerator": "cpu", "limit_train_batches": 4,
+                                                "limit_val_batches": 3},
+        seed=seed, num_threads=1, save_dir=save_dir, continue_training=True)
+
+
+def _net_weights(folder: Path) -> dict:
+    from lightning_nas.checkpoints import load_checkpoint
+
+    (ckpt,) = folder.glob("continue/*/*ep.ckpt")
+    return {k: v for k, v in load_checkpoint(ckpt)["state_dict"].items()
+            if k.startswith("net.")}
+
+
+def test_continued_training_is_the_exact_prefix_of_the_full_run(tmp_path):
+    """1 epoch, then continued to 3, equals 3 epochs straight: the same weights, metrics and
+    validation curve; only the 2 new epochs count as trained."""
+    arch = TINY.sample(random.Random(5))
+    stepwise = _continuing_evaluator(tmp_path / "a")
+    first = stepwise(arch, fidelity=1)
+    continued = stepwise(arch, fidelity=3)
+    straight = _continuing_evaluator(tmp_path / "b")(arch, fidelity=3)
+    assert (first["epochs"], first["epochs_trained"], first["resumed_from_epoch"]) == (1, 1, 0)
+    assert (continued["epochs"], continued["epochs_trained"],
+            continued["resumed_from_epoch"]) == (3, 2, 1)
+    assert (straight["epochs_trained"], straight["resumed_from_epoch"]) == (3, 0)
+    for key in ("accuracy", "val_loss", "train_loss", "best_accuracy"):
+        assert continued[key] == straight[key], key
+    assert continued["accuracy"] != first["accuracy"]  # it did train on
+    a, b = _net_weights(tmp_path / "a"), _net_weights(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch_equal(a[k], b[k]) for k in a)
+    # one checkpoint per architecture: the 1-epoch one was replaced by the 3-epoch one
+    assert [p.name for p in (tmp_path / "a").glob("continue/*/*ep.ckpt")] == ["3ep.ckpt"]
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return bool(torch.equal(x, y))
+
+
+def test_continued_training_falls_back_to_a_fresh_run_and_checks_its_files(tmp_path):
+    arch = TINY.sample(random.Random(6))
+    evaluator = _continuing_evaluator(tmp_path)
+    assert evaluator(arch, fidelity=2)["resumed_from_epoch"] == 0
+    # the same or a smaller budget again: trained afresh (nothing to continue)
+    assert evaluator(arch, fidelity=2)["epochs_trained"] == 2
+    # another seed never continues this seed's run
+    other = _continuing_evaluator(tmp_path, seed=1)
+    assert other(arch, fidelity=3)["resumed_from_epoch"] == 0
+    from lightning_nas.strategies.fixed import FixedArchitecture
+
+    with pytest.raises(ValueError, match="schedule_epochs must be an int >= 1"):
+        FixedArchitecture(arch=TINY.to_string(arch), space=TINY, schedule_epochs=0)
+    # a fidelity past the schedule is refused; a crafted checkpoint is refused unread
+    with pytest.raises(ValueError, match="exceeds the evaluator's epochs=3"):
+        evaluator(arch, fidelity=4)
+    fresh = _continuing_evaluator(tmp_path / "c")
+    fresh(arch, fidelity=1)
+    (ckpt,) = (tmp_path / "c").glob("continue/*/1ep.ckpt")
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match="continued-training checkpoint"):
+        fresh(arch, fidelity=2)
+    # without save_dir the checkpoints live in a private folder, removed with the evaluator
+    private = _continuing_evaluator()
+    folder = Path(private.continue_dir)
+    assert folder.is_dir()
+    del private
+    import gc
+
+    gc.collect()
+    assert not folder.exists()
+
+
+def test_hyperband_with_continued_training_counts_only_new_epochs(tmp_path):
+    """Bracket 1 of 1..3 epochs, eta 3: 3 cells x 1 epoch, the best continued to 3 (2 new
+    epochs); the loop's epoch budget (time_key="epochs_trained") stops after 5 epochs."""
+    evaluator = _continuing_evaluator(tmp_path / "ckpt")
+    result = run_search(TINY, Hyperband(TINY, min_fidelity=1, max_fidelity=3, seed=2),
+                        evaluator, run_dir=tmp_path / "run", budget_seconds=5,
+                        time_key="epochs_trained", progress=False)
+    recs = result.records
+    assert [(r["fidelity"], r["metrics"]["epochs_trained"],
+             r["metrics"]["resumed_from_epoch"]) for r in recs] == \
+        [(1, 1, 0)] * 3 + [(3, 2, 1)]
+    assert recs[3]["arch"] == max(recs[:3], key=lambda r: r["objective"])["arch"]
+    assert result.best["trial"] == 3

@@ -11,11 +11,13 @@ evaluated so far* (HpBandSter's incumbent), not a lucky one-epoch score.
 ``R = max_fidelity``: ``s_max = floor(log_eta(R / r))``; brackets ``s = s_max, ..., 0``, then
 again. Bracket ``s`` starts ``n = ceil((s_max + 1) / (s + 1) * eta^s)`` new architectures at
 budget ``R * eta^-s`` and runs successive halving: when every result of a rung is in, the best
-``floor(n_i / eta)`` go on to the next rung at ``eta`` times the budget, up to ``R``. A
-promoted architecture is trained again from scratch at the larger budget (as BOHB's
-HpBandSter does; nothing is carried over between rungs, and every run is a journal record
-whose epochs count). With ``R = 9, r = 1, eta = 3``: bracket 2 is 9 x 1 epoch, 3 x 3, 1 x 9
-(27 epochs); bracket 1 is 5 x 3, 1 x 9 (24); bracket 0 is 3 x 9 (27).
+``floor(n_i / eta)`` go on to the next rung at ``eta`` times the budget, up to ``R``. The
+sampler only asks for ``(arch, budget)``; whether a promotion retrains from scratch (as BOHB's
+HpBandSter does) or continues the lower rung's run (``TrainingEvaluator(continue_training=
+True)``, as ASHA and Ray Tune do) is the evaluator's choice, and every run is a journal record.
+With ``R = 9, r = 1, eta = 3``: bracket 2 is 9 x 1 epoch, 3 x 3, 1 x 9 (27 epochs from
+scratch, 9 + 6 + 6 = 21 continued); bracket 1 is 5 x 3, 1 x 9 (24, or 21); bracket 0 is 3 x 9
+(27).
 
 **Successive halving** (Jamieson & Talwalkar, AISTATS 2016, as Hyperband's inner loop):
 only the most aggressive bracket ``s_max``, repeated.

@@ -21,6 +21,20 @@ augmentation are functions of the data module's own seed and the epoch. The same
 architecture therefore gets the same metrics in any order, in any process (on the same
 hardware and software; pass ``trainer={"deterministic": True}`` for bit-exact GPU runs).
 
+Continued training (``continue_training=True``): with a multi-fidelity sampler, a call at a
+larger budget for an architecture this evaluator has already trained resumes that run from
+its last checkpoint (model, optimiser, schedule, epoch, RNG states) and trains only the
+missing epochs, as Ray Tune's and ASHA's promotions do, instead of retraining from scratch
+(Hyperband's and HpBandSter's default). The cosine schedule and drop-path ramp then span
+``epochs`` (the full budget) at every fidelity, so a 3-epoch run is the exact prefix of the
+9-epoch one: continuing 3 -> 9 gives the same weights as training 9 epochs straight (tested).
+The record's ``epochs_trained`` counts only the new epochs (``time_key="epochs_trained"``
+makes the loop's budget the epochs really trained). Checkpoints live in
+``<save_dir>/continue/`` or, without ``save_dir``, in a private temporary folder removed with
+the evaluator; one per architecture (the latest), read back weights-only. Worker processes
+on one machine share the folder; workers on other machines (Ray) do not see it and train
+from scratch.
+
 Process pools: the evaluator pickles without the data module's loaded arrays (each worker
 loads the data itself), the optimiser factory from YAML is a picklable ``functools.partial``.
 """
@@ -29,12 +43,16 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import logging
 import math
+import os
 import random
+import shutil
 import tempfile
 import time
 import warnings
+import weakref
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,6 +96,8 @@ def _quiet(enabled: bool):
             warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
             warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+            # a continued run's checkpoint folder differs from the run it continues
+            warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
             yield
     finally:
         for lg, level in zip(loggers, levels):
@@ -154,11 +174,16 @@ class TrainingEvaluator(Evaluator):
             checkpoint.
         num_threads: torch intra-op threads while training (``None`` keeps the setting).
         quiet: silence Lightning's per-trial info lines.
+        continue_training: a call at more epochs than this evaluator already trained the
+            architecture for continues from that run's checkpoint (module docstring);
+            the schedule spans ``epochs``, so every fidelity must be <= ``epochs``.
 
     Returns per call: ``accuracy`` (last-epoch validation accuracy, or the early-stopping
     prediction), ``val_loss``, ``best_accuracy`` (best epoch), ``train_loss``,
-    ``train_accuracy``, ``epochs`` (completed), ``early_stopped``, ``train_seconds``
-    (wall clock of ``fit``), ``trained_params``, and with ``test=True`` ``test_accuracy``
+    ``train_accuracy``, ``epochs`` (completed), ``epochs_trained`` (trained by this call:
+    ``epochs`` minus ``resumed_from_epoch``, which is 0 unless the call continued a run),
+    ``early_stopped``, ``train_seconds`` (wall clock of this call's ``fit``),
+    ``trained_params``, and with ``test=True`` ``test_accuracy``
     and ``test_loss``.
     """
 
@@ -170,7 +195,8 @@ class TrainingEvaluator(Evaluator):
                  model: dict[str, Any] | None = None, trainer: dict[str, Any] | None = None,
                  callbacks: list[Callback] | None = None, test: bool = False, seed: int = 0,
                  accuracy_unit: str = "percent", save_dir: str | None = None,
-                 num_threads: int | None = None, quiet: bool = True):
+                 num_threads: int | None = None, quiet: bool = True,
+                 continue_training: bool = False):
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
         if accuracy_unit not in ("percent", "fraction"):
@@ -185,7 +211,8 @@ class TrainingEvaluator(Evaluator):
         from lightning_nas.strategies.fixed import FixedArchitecture
 
         accepted = set(inspect.signature(FixedArchitecture).parameters)
-        owned = {"arch", "space", "num_classes", "in_channels", "weight_optimizer", "seed"}
+        owned = {"arch", "space", "num_classes", "in_channels", "weight_optimizer", "seed",
+                 "schedule_epochs"}
         model = dict(model or {})
         bad = sorted(set(model) - (accepted - owned))
         if bad:
@@ -212,6 +239,15 @@ class TrainingEvaluator(Evaluator):
         self.save_dir = save_dir
         self.num_threads = num_threads
         self.quiet = quiet
+        self.continue_training = bool(continue_training)
+        self.continue_dir: str | None = None
+        if self.continue_training:
+            if save_dir is not None:
+                self.continue_dir = str(Path(save_dir) / "continue")
+            else:  # made here, not lazily, so that pool workers share it
+                self.continue_dir = tempfile.mkdtemp(prefix="lightning-nas-continue-")
+                weakref.finalize(self, shutil.rmtree, self.continue_dir, ignore_errors=True)
+            Path(self.continue_dir).mkdir(parents=True, exist_ok=True)
         self._data_ready = False
         self.best_fraction: float | None = None  # best val/acc of completed trials
 
@@ -298,35 +334,86 @@ class TrainingEvaluator(Evaluator):
             if epochs < 1 or abs(epochs - float(fidelity)) > 1e-9:
                 raise ValueError(f"a TrainingEvaluator fidelity is a whole number of epochs "
                                  f">= 1, got {fidelity!r}")
+        if self.continue_training and epochs > self.epochs:
+            raise ValueError(f"continue_training: a fidelity of {epochs} epochs exceeds the "
+                             f"evaluator's epochs={self.epochs}, which the learning-rate "
+                             "schedule spans; set epochs to the sampler's max_fidelity")
         space = self._space()
         arch = space.validate(arch)
         arch_str = space.to_string(arch)
+        resume = self._resume_point(arch, epochs) if self.continue_training else None
+        start_epoch = resume[1]["epochs"] if resume else 0
         old_threads = torch.get_num_threads()
         try:
             if self.num_threads is not None:
                 torch.set_num_threads(self.num_threads)
             with _quiet(self.quiet), _seeded(self.seed), tempfile.TemporaryDirectory() as tmp:
                 data = self._fresh_data()
+                schedule = {"schedule_epochs": self.epochs} if self.continue_training else {}
                 module = FixedArchitecture(arch=arch_str, space=space,
                                            num_classes=int(data.num_classes),
                                            in_channels=int(data.in_channels),
                                            weight_optimizer=self.weight_optimizer,
-                                           seed=self.seed, **self.model_kwargs)
+                                           seed=self.seed, **schedule, **self.model_kwargs)
                 self._prime_callbacks()
-                curve = _ValCurve()
+                curve = _ValCurve(resume[1]["val_curve"] if resume else ())
                 trainer = L.Trainer(**self._trainer_args(arch, tmp, curve, epochs,
                                                          fidelity is not None))
+                if resume:
+                    _set_rng_states(resume[1]["rng"])
                 start = time.perf_counter()
-                trainer.fit(module, datamodule=data)
+                trainer.fit(module, datamodule=data, ckpt_path=resume[0] if resume else None)
                 seconds = time.perf_counter() - start
                 fitted = {k: v for k, v in trainer.callback_metrics.items()}
+                if self.continue_training:
+                    self._save_continue_point(arch, trainer, curve)
                 tested = {}
                 if self.test:
                     tested = trainer.test(module, datamodule=data, verbose=False)[0]
         finally:
             if self.num_threads is not None:
                 torch.set_num_threads(old_threads)
-        return self._metrics(module, trainer, fitted, tested, curve, seconds, epochs)
+        return self._metrics(module, trainer, fitted, tested, curve, seconds, epochs,
+                             start_epoch)
+
+    # -- continued training ----------------------------------------------------------------
+    def _continue_folder(self, arch: Arch) -> Path:
+        return Path(self.continue_dir) / arch.digest[:16]
+
+    def _resume_point(self, arch: Arch, epochs: int) -> tuple[str, dict[str, Any]] | None:
+        """``(checkpoint path, meta)`` of this architecture's latest run when it trained
+        fewer than ``epochs`` epochs with this evaluator's seed; else None (train afresh)."""
+        from lightning_nas.checkpoints import load_checkpoint
+
+        meta_path = self._continue_folder(arch) / "meta.json"
+        if not meta_path.is_file():
+            return None
+        meta = json.loads(meta_path.read_text())
+        if meta.get("seed") != self.seed or meta.get("schedule_epochs") != self.epochs or \
+                not 0 < int(meta["epochs"]) < epochs:
+            return None
+        path = self._continue_folder(arch) / meta["checkpoint"]
+        load_checkpoint(path, what="continued-training checkpoint",
+                        advice=f"delete {self._continue_folder(arch)} to train afresh")
+        return str(path), meta
+
+    def _save_continue_point(self, arch: Arch, trainer: L.Trainer, curve: _ValCurve) -> None:
+        """Write the run's checkpoint and meta (epochs, validation curve, RNG states right
+        after ``fit``), atomically, and drop the architecture's older checkpoint."""
+        folder = self._continue_folder(arch)
+        folder.mkdir(parents=True, exist_ok=True)
+        epochs_done = int(trainer.current_epoch)
+        name = f"{epochs_done}ep.ckpt"
+        trainer.save_checkpoint(str(folder / (name + ".tmp")))
+        os.replace(folder / (name + ".tmp"), folder / name)
+        meta = {"epochs": epochs_done, "checkpoint": name, "seed": self.seed,
+                "schedule_epochs": self.epochs, "val_curve": list(curve.values),
+                "rng": _rng_states()}
+        (folder / "meta.json.tmp").write_text(json.dumps(meta))
+        os.replace(folder / "meta.json.tmp", folder / "meta.json")
+        for old in folder.glob("*ep.ckpt"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
 
     def _trainer_args(self, arch: Arch, tmp: str, curve: Callback, epochs: int,
                       by_fidelity: bool = False) -> dict[str, Any]:
@@ -351,8 +438,8 @@ class TrainingEvaluator(Evaluator):
         return args
 
     def _metrics(self, module: Any, trainer: L.Trainer, fitted: Mapping[str, Any],
-                 tested: Mapping[str, Any], curve: _ValCurve, seconds: float, epochs: int
-                 ) -> dict[str, float]:
+                 tested: Mapping[str, Any], curve: _ValCurve, seconds: float, epochs: int,
+                 start_epoch: int = 0) -> dict[str, float]:
         val_acc = _metric(fitted, "val/acc")
         if val_acc is None:
             raise RuntimeError("the trial logged no validation accuracy ('val/acc'): does the "
@@ -366,6 +453,8 @@ class TrainingEvaluator(Evaluator):
             "train_loss": _metric(fitted, "train/loss_epoch"),
             "train_accuracy": train_acc * self.scale if train_acc is not None else None,
             "epochs": epochs_done,
+            "epochs_trained": epochs_done - start_epoch,
+            "resumed_from_epoch": start_epoch,
             "early_stopped": epochs_done < epochs,
             "train_seconds": seconds,
             "trained_params": sum(p.numel() for p in module.net.parameters()),
@@ -391,11 +480,30 @@ class TrainingEvaluator(Evaluator):
                 f"epochs={self.epochs}, seed={self.seed})")
 
 
-class _ValCurve(Callback):
-    """Validation accuracy (fraction) after every validation epoch of one trial."""
+def _rng_states() -> dict[str, Any]:
+    """Python, NumPy and torch CPU RNG states as JSON-able lists."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(internal), gauss],
+            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+            "torch": torch.random.get_rng_state().tolist()}
 
-    def __init__(self) -> None:
-        self.values: list[float] = []
+
+def _set_rng_states(states: Mapping[str, Any]) -> None:
+    """Restore what :func:`_rng_states` saved."""
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.random.set_rng_state(torch.tensor(states["torch"], dtype=torch.uint8))
+
+
+class _ValCurve(Callback):
+    """Validation accuracy (fraction) after every validation epoch of one trial (after
+    ``earlier``: the values of the run it continues)."""
+
+    def __init__(self, earlier: Any = ()) -> None:
+        self.values: list[float] = [float(v) for v in earlier]
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:

@@ -43,9 +43,14 @@ class FixedArchitecture(L.LightningModule):
         space: the space that builds the network; its constructor holds the network
             defaults (e.g. ``DartsSpace(channels=36, layers=20, auxiliary=True)``).
         num_classes, in_channels: linked from the data module by the CLI.
-        weight_optimizer: optimiser factory; cosine schedule to ``lr_min`` over max_epochs.
+        weight_optimizer: optimiser factory; cosine schedule to ``lr_min`` over
+            ``schedule_epochs``.
+        schedule_epochs: epochs the cosine schedule and the drop-path ramp span (default
+            ``None``: the trainer's ``max_epochs``). A fixed value makes a shorter run the
+            exact prefix of the full one, which is what continuing a multi-fidelity
+            promotion needs (``TrainingEvaluator(continue_training=True)``).
         auxiliary_weight: weight of the auxiliary head's loss (when the network has one).
-        drop_path_prob: final drop-path probability (scaled by epoch / max_epochs).
+        drop_path_prob: final drop-path probability (scaled by epoch / schedule epochs).
         grad_clip: max global gradient norm; 0 disables.
         label_smoothing: cross-entropy label smoothing.
         init_from: a checkpoint whose weights initialise the network (fine-tuning); output
@@ -62,6 +67,7 @@ class FixedArchitecture(L.LightningModule):
         in_channels: int = 3,
         weight_optimizer: OptimizerFactory = paper_weight_optimizer,
         lr_min: float = 0.0,
+        schedule_epochs: int | None = None,
         auxiliary_weight: float = 0.4,
         drop_path_prob: float = 0.2,
         grad_clip: float = 5.0,
@@ -72,6 +78,11 @@ class FixedArchitecture(L.LightningModule):
         super().__init__()
         if not 0.0 <= drop_path_prob < 1.0:
             raise ValueError(f"drop_path_prob must be in [0, 1), got {drop_path_prob}")
+        if schedule_epochs is not None and (isinstance(schedule_epochs, bool) or not
+                                            isinstance(schedule_epochs, int) or
+                                            schedule_epochs < 1):
+            raise ValueError(f"schedule_epochs must be an int >= 1 or None (the trainer's "
+                             f"max_epochs), got {schedule_epochs!r}")
         if auxiliary_weight < 0 or grad_clip < 0 or not 0.0 <= label_smoothing < 1.0:
             raise ValueError("auxiliary_weight and grad_clip must be >= 0, label_smoothing in "
                              "[0, 1)")
@@ -139,7 +150,7 @@ class FixedArchitecture(L.LightningModule):
 
     def configure_optimizers(self):
         opt = self.weight_optimizer_factory(self.net.parameters())
-        epochs = max(1, self.trainer.max_epochs or 1)
+        epochs = self.schedule_epochs
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs,
                                                               eta_min=self.hparams.lr_min)
         return {"optimizer": opt, "lr_scheduler": schedule}
@@ -150,8 +161,14 @@ class FixedArchitecture(L.LightningModule):
         if clip:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
+    @property
+    def schedule_epochs(self) -> int:
+        """Epochs of the learning-rate schedule and drop-path ramp."""
+        fixed = self.hparams.get("schedule_epochs")
+        return int(fixed) if fixed else max(1, self.trainer.max_epochs or 1)
+
     def on_train_epoch_start(self) -> None:
-        epochs = max(1, self.trainer.max_epochs or 1)
+        epochs = self.schedule_epochs
         if hasattr(self.net, "drop_path_prob"):
             self.net.drop_path_prob = self.hparams.drop_path_prob * self.current_epoch / epochs
 
