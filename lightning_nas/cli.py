@@ -3,6 +3,10 @@
 * ``lightning-nas fit|validate|test --config ...``: LightningCLI in subclass mode, so the
   YAML picks the strategy (``model.class_path``) and the data module (``data.class_path``).
   ``data.num_classes`` / ``data.in_channels`` are linked into the model.
+  ``--trainer.limit_{train,val,test,predict}_batches 1`` means one batch: Lightning annotates
+  them ``Union[float, int, None]``, so the parser would read ``1`` as ``1.0`` (100% of the
+  batches, Lightning's documented 1-vs-1.0 trap); here a whole number is an int and only a
+  number with a decimal point is a fraction (:data:`WHOLE_NUMBER_FIRST`).
 * ``lightning-nas export --ckpt run/checkpoints/last.ckpt [--out arch.json]``: the
   architecture stored in a checkpoint, as JSON; ``--format onnx|torchscript`` writes its
   network instead (``checkpoint_networks``; a Once-for-All checkpoint needs ``--subnet``);
@@ -21,7 +25,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Union
 
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -37,6 +41,11 @@ from lightning_nas.checkpoints import CheckpointError, checkpoint_strategy, load
 from lightning_nas.run_folder import keep_csv_rows
 from lightning_nas.spaces.base import Arch
 
+
+#: Trainer arguments where a whole number is a count and a decimal a fraction: parsed int
+#: first (Lightning's annotation lists float first, which turns ``1`` into ``1.0`` = 100%).
+WHOLE_NUMBER_FIRST = tuple(f"trainer.limit_{stage}_batches"
+                           for stage in ("train", "val", "test", "predict"))
 
 #: Set to 1 (or pass ``--debug`` first) to see the full traceback of an error.
 DEBUG_ENV = "LIGHTNING_NAS_DEBUG"
@@ -94,6 +103,9 @@ class NASCLI(LightningCLI):
     """LightningCLI with the links every strategy shares, and the checks of a resume."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        for action in parser._actions:  # the trainer's arguments are in by now
+            if action.dest in WHOLE_NUMBER_FIRST and hasattr(action, "_typehint"):
+                action._typehint = Optional[Union[int, float]]
         parser.link_arguments("data.num_classes", "model.init_args.num_classes",
                               apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels",

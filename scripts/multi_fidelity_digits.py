@@ -95,7 +95,12 @@ def run_one(sampler_name: str, seed: int, epochs_budget: int, max_epochs: int, *
         trace.append({"epochs": spent, "fidelity": fidelity, "val": best["objective"],
                       "test": best["metrics"].get("test_accuracy"),
                       "incumbent_fidelity": best_key[0]})
+    evaluations = [{"arch": r["arch"], "fidelity": r.get("fidelity", max_epochs),
+                    "val": r["objective"], "test": r["metrics"].get("test_accuracy"),
+                    "epochs_trained": r["metrics"].get("epochs_trained")}
+                   for r in result.records if r["status"] == "ok"]
     return {"sampler": sampler_name, "seed": seed, "records": len(result.records),
+            "evaluations": evaluations,
             "cells": len({r["arch"] for r in result.records}), "epochs": spent,
             "wall_seconds": wall, "trace": trace,
             "final": {"val": best["objective"], "test": best["metrics"].get("test_accuracy"),

@@ -175,3 +175,22 @@ def test_a_strategy_seed_other_than_the_data_seed_runs(tmp_path):
           "0", "--trainer.max_epochs", "1"])
     assert (tmp_path / "arch.json").is_file()
     assert "seed: 1" in (tmp_path / "hparams.yaml").read_text()
+
+
+def test_a_whole_number_batch_limit_is_a_count_and_a_decimal_a_fraction(tmp_path, capsys):
+    """Lightning's ``Union[float, int]`` annotation would read ``1`` as 1.0 (100%)."""
+    yaml_file = tmp_path / "limits.yaml"
+    yaml_file.write_text("trainer:\n  limit_train_batches: 3\n  limit_test_batches: 1.0\n")
+    cli = run_lightning_cli(["--config", str(ROOT / "configs/darts/digits.yaml"),
+                             *run_overrides(tmp_path), "--config", str(yaml_file),
+                             "--trainer.limit_val_batches", "1",
+                             "--trainer.limit_predict_batches", "0.25"], run=False)
+    limits = {k: getattr(cli.trainer, f"limit_{k}_batches")
+              for k in ("train", "val", "test", "predict")}
+    assert limits == {"train": 3, "val": 1, "test": 1.0, "predict": 0.25}
+    assert [type(v) for v in limits.values()] == [int, int, float, float]
+    # the subcommand parsers too (`lightning-nas fit ...`)
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(ROOT / "configs/darts/digits.yaml"),
+              "--trainer.limit_val_batches", "1", "--print_config"])
+    assert "limit_val_batches: 1\n" in capsys.readouterr().out
