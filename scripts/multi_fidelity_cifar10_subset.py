@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=68, help="cumulative epoch budget")
     parser.add_argument("--max-epochs", type=int, default=4)
+    parser.add_argument("--min-epochs", type=int, default=1,
+                        help="smallest budget of Hyperband / BOHB")
     parser.add_argument("--eta", type=float, default=2)
     parser.add_argument("--per-class", type=int, default=200,
                         help="training JPEGs per class (20%% of them validation)")
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
                 start = time.time()
                 record = run_one(name, seed, args.epochs, args.max_epochs, eta=args.eta,
                                  make_data=make_data, channels=args.channels,
-                                 continue_training=args.continue_training)
+                                 continue_training=args.continue_training,
+                                 min_epochs=args.min_epochs)
                 record["load_after"] = os.getloadavg()
                 path.write_text(json.dumps(record, indent=1))
                 print(f"{name} seed {seed}: final val {record['final']['val']:.2f} test "
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
              f"images at {args.resolution}x{args.resolution}, test: "
              f"{args.test_per_class * 10:,} test images), "
              f"{args.epochs} cumulative training epochs per search, full budget "
-             f"{args.max_epochs} epochs (random search), Hyperband / BOHB 1..{args.max_epochs} "
+             f"{args.max_epochs} epochs (random search), Hyperband / BOHB "
+             f"{args.min_epochs}..{args.max_epochs} "
              f"epochs with eta {args.eta:g}, promoted cells "
              f"{'continue the lower rung' if args.continue_training else 'retrain from scratch'}"
              f"; mean +- standard error over seeds "

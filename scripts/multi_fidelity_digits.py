@@ -46,12 +46,13 @@ SAMPLERS = ("random", "hyperband", "bohb")
 
 def run_one(sampler_name: str, seed: int, epochs_budget: int, max_epochs: int, *,
             eta: float = 3, make_data=None, channels: int = 8,
-            continue_training: bool = False) -> dict[str, Any]:
+            continue_training: bool = False, min_epochs: int = 1) -> dict[str, Any]:
     """One search; ``make_data()`` gives the data module (default: digits, batch 32, 20%
     validation), ``channels`` the NB201 stem width (one cell per stage);
     ``continue_training``: promotions continue the lower rung's run (the schedule spans
     ``max_epochs`` for every sampler) instead of retraining from scratch. The epoch budget
-    counts the epochs each trial really trained (``epochs_trained``)."""
+    counts the epochs each trial really trained (``epochs_trained``); ``min_epochs`` is the
+    multi-fidelity samplers' smallest budget."""
     import torch
 
     from lightning_nas.data import DigitsDataModule
@@ -63,10 +64,11 @@ def run_one(sampler_name: str, seed: int, epochs_budget: int, max_epochs: int, *
     torch.set_num_threads(1)
     space = NB201Space(channels=channels, cells_per_stage=1)
     sampler = {"random": lambda: RandomSampler(space, seed=seed),
-               "hyperband": lambda: Hyperband(space, min_fidelity=1, max_fidelity=max_epochs,
+               "hyperband": lambda: Hyperband(space, min_fidelity=min_epochs,
+                                              max_fidelity=max_epochs,
                                               eta=eta, seed=seed),
-               "bohb": lambda: BOHB(space, min_fidelity=1, max_fidelity=max_epochs, eta=eta,
-                                    seed=seed)}[sampler_name]()
+               "bohb": lambda: BOHB(space, min_fidelity=min_epochs, max_fidelity=max_epochs,
+                                    eta=eta, seed=seed)}[sampler_name]()
     data = make_data() if make_data is not None else \
         DigitsDataModule(batch_size=32, val_fraction=0.2, seed=0)
     evaluator = TrainingEvaluator(
