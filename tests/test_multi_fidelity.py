@@ -222,6 +222,24 @@ def test_multi_fidelity_configs_train_real_cells_at_their_budgets(tmp_path, conf
     assert summary["best"]["trial"] == 3
 
 
+def test_a_resumed_cli_search_continues_the_checkpoints_in_its_run_dir(tmp_path):
+    """digits_hyperband.yaml (1..3 epochs) stopped after the three 1-epoch runs, then
+    resumed: the promoted cell continues its 1-epoch run from run_dir/continue."""
+    args = ["--config", str(ROOT / "configs/search/digits_hyperband.yaml"),
+            "--run_dir", str(tmp_path), "--progress", "false", "--wandb.enabled", "false",
+            "--sampler.init_args.max_fidelity", "3",
+            "--evaluator.init_args.trainer", '{"accelerator": "cpu", "devices": 1, '
+            '"limit_train_batches": 2, "limit_val_batches": 2}']
+    main_search([*args, "--budget_trials", "3"])
+    assert len(list(tmp_path.glob("continue/*/1ep.ckpt"))) == 3
+    main_search([*args, "--budget_trials", "4", "--resume", "true"])
+    recs = read_journal(tmp_path)
+    assert [(r["fidelity"], r["metrics"]["epochs_trained"],
+             r["metrics"]["resumed_from_epoch"]) for r in recs] == \
+        [(1, 1, 0)] * 3 + [(3, 2, 1)]
+    assert len(list(tmp_path.glob("continue/*/3ep.ckpt"))) == 1
+
+
 TINY = NB201Space(channels=8, cells_per_stage=1)  # trains in well under a second
 
 
@@ -304,6 +322,24 @@ def test_continued_training_falls_back_to_a_fresh_run_and_checks_its_files(tmp_p
 
     gc.collect()
     assert not folder.exists()
+
+
+def test_a_run_dir_holds_the_checkpoints_and_only_the_same_tag_continues_them(tmp_path):
+    arch = TINY.sample(random.Random(7))
+    first = _continuing_evaluator()
+    private = Path(first.continue_dir)
+    first.use_run_dir(tmp_path, "search-a")
+    assert not private.exists() and first.continue_dir == str(tmp_path / "continue")
+    assert first(arch, fidelity=1)["resumed_from_epoch"] == 0
+    same = _continuing_evaluator()
+    same.use_run_dir(tmp_path, "search-a")
+    assert same(arch, fidelity=2)["resumed_from_epoch"] == 1
+    other = _continuing_evaluator()  # another search's checkpoint is not continued
+    other.use_run_dir(tmp_path, "search-b")
+    assert other(arch, fidelity=3)["resumed_from_epoch"] == 0
+    kept = _continuing_evaluator(tmp_path / "mine")  # an explicit save_dir stays
+    kept.use_run_dir(tmp_path, "search-a")
+    assert kept.continue_dir == str(tmp_path / "mine" / "continue")
 
 
 def test_hyperband_with_continued_training_counts_only_new_epochs(tmp_path):

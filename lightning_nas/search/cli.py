@@ -50,6 +50,7 @@ evaluator the CLI uses.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -569,6 +570,9 @@ def main_search(argv: list[str] | None = None) -> dict[str, Any]:
     seed = cfg.seed if cfg.seed is not None else sampler.seed
     run_dir = Path(cfg.run_dir or f"runs/search/{space.name}_{type(sampler).__name__}_seed{seed}")
     identity = search_identity(yaml.safe_load(parser.dump(cfg, skip_none=False)))
+    # e.g. continued training's checkpoints under run_dir/continue, tagged with the identity
+    evaluator.use_run_dir(run_dir, hashlib.sha256(
+        json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16])
     try:
         if budgets is not None:
             return _run_budgets(

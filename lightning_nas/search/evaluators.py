@@ -110,6 +110,13 @@ class Evaluator(ABC):
         """Load and check what the evaluator needs (called once before the search)."""
         return self
 
+    def use_run_dir(self, run_dir: Path, tag: str) -> None:
+        """Called by ``lightning-nas search`` before the search with its run folder and a
+        tag of the search's configuration (the same when the search is resumed, different
+        for any other search): an evaluator that keeps state between trials (continued
+        training's checkpoints) keeps it there, so that a resumed search finds it and
+        another search's is ignored. Default: nothing."""
+
     @property
     def input_shape(self) -> tuple[int, ...] | None:
         """One sample's shape ``(C, H, W)``, when the evaluator knows its data."""

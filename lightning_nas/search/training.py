@@ -30,10 +30,12 @@ missing epochs, as Ray Tune's and ASHA's promotions do, instead of retraining fr
 9-epoch one: continuing 3 -> 9 gives the same weights as training 9 epochs straight (tested).
 The record's ``epochs_trained`` counts only the new epochs (``time_key="epochs_trained"``
 makes the loop's budget the epochs really trained). Checkpoints live in
-``<save_dir>/continue/`` or, without ``save_dir``, in a private temporary folder removed with
-the evaluator; one per architecture (the latest), read back weights-only. Worker processes
-on one machine share the folder; workers on other machines (Ray) do not see it and train
-from scratch.
+``<save_dir>/continue/``, or in ``<run_dir>/continue/`` under ``lightning-nas search``
+(:meth:`TrainingEvaluator.use_run_dir`: a resumed search continues them, and only a
+checkpoint tagged with the same search configuration is continued), or else in a private
+temporary folder removed with the evaluator; one per architecture (the latest), read back
+weights-only. Worker processes share the folder; Ray workers on other machines see it only
+on a shared file system, and otherwise train from scratch.
 
 Process pools: the evaluator pickles without the data module's loaded arrays (each worker
 loads the data itself), the optimiser factory from YAML is a picklable ``functools.partial``.
@@ -241,20 +243,38 @@ class TrainingEvaluator(Evaluator):
         self.quiet = quiet
         self.continue_training = bool(continue_training)
         self.continue_dir: str | None = None
+        self.continue_tag: str | None = None  # a checkpoint is continued only with its tag
+        self._private_dir: weakref.finalize | None = None  # removes a private continue_dir
         if self.continue_training:
             if save_dir is not None:
                 self.continue_dir = str(Path(save_dir) / "continue")
             else:  # made here, not lazily, so that pool workers share it
                 self.continue_dir = tempfile.mkdtemp(prefix="lightning-nas-continue-")
-                weakref.finalize(self, shutil.rmtree, self.continue_dir, ignore_errors=True)
+                self._private_dir = weakref.finalize(self, shutil.rmtree, self.continue_dir,
+                                                     ignore_errors=True)
             Path(self.continue_dir).mkdir(parents=True, exist_ok=True)
         self._data_ready = False
         self.best_fraction: float | None = None  # best val/acc of completed trials
 
     # -- pickling: leave the loaded arrays behind ------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        # the data module pickles without its loaded arrays (ImageDataModule.__getstate__)
-        return {**self.__dict__, "_data_ready": False}
+        # the data module pickles without its loaded arrays (ImageDataModule.__getstate__);
+        # the private folder is removed by the original only
+        return {**self.__dict__, "_data_ready": False, "_private_dir": None}
+
+    def use_run_dir(self, run_dir: Path, tag: str) -> None:
+        """Continued training without ``save_dir`` keeps its checkpoints in
+        ``<run_dir>/continue/`` (a resumed search continues them; workers that share the
+        folder, Ray's included, see them); every checkpoint is tagged with ``tag`` and only
+        a checkpoint of the same tag is continued."""
+        if not self.continue_training:
+            return
+        self.continue_tag = str(tag)
+        if self.save_dir is None:
+            if self._private_dir is not None:
+                self._private_dir()  # the private folder holds nothing of this search yet
+                self._private_dir = None
+            self.continue_dir = str(Path(run_dir) / "continue")
 
     # -- helpers ---------------------------------------------------------------------------
     @property
@@ -362,7 +382,9 @@ class TrainingEvaluator(Evaluator):
                 if resume:
                     _set_rng_states(resume[1]["rng"])
                 start = time.perf_counter()
-                trainer.fit(module, datamodule=data, ckpt_path=resume[0] if resume else None)
+                # weights_only: Lightning's own read of the checked file is weights-only too
+                trainer.fit(module, datamodule=data, ckpt_path=resume[0] if resume else None,
+                            weights_only=True)
                 seconds = time.perf_counter() - start
                 fitted = {k: v for k, v in trainer.callback_metrics.items()}
                 if self.continue_training:
@@ -390,7 +412,7 @@ class TrainingEvaluator(Evaluator):
             return None
         meta = json.loads(meta_path.read_text())
         if meta.get("seed") != self.seed or meta.get("schedule_epochs") != self.epochs or \
-                not 0 < int(meta["epochs"]) < epochs:
+                meta.get("tag") != self.continue_tag or not 0 < int(meta["epochs"]) < epochs:
             return None
         path = self._continue_folder(arch) / meta["checkpoint"]
         load_checkpoint(path, what="continued-training checkpoint",
@@ -407,7 +429,8 @@ class TrainingEvaluator(Evaluator):
         trainer.save_checkpoint(str(folder / (name + ".tmp")))
         os.replace(folder / (name + ".tmp"), folder / name)
         meta = {"epochs": epochs_done, "checkpoint": name, "seed": self.seed,
-                "schedule_epochs": self.epochs, "val_curve": list(curve.values),
+                "schedule_epochs": self.epochs, "tag": self.continue_tag,
+                "val_curve": list(curve.values),
                 "rng": _rng_states()}
         (folder / "meta.json.tmp").write_text(json.dumps(meta))
         os.replace(folder / "meta.json.tmp", folder / "meta.json")
