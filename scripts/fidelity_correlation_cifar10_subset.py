@@ -53,7 +53,7 @@ def train_cells(args, indices: list[int]) -> None:
         make_data_factory(args)(), space=space, epochs=args.max_epochs,
         weight_optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9,
                                                    weight_decay=3e-4),
-        model={"drop_path_prob": 0.0, "grad_clip": 5.0}, trainer={"accelerator": "cpu"},
+        model={"drop_path_prob": 0.0, "grad_clip": 5.0}, trainer={"accelerator": args.accelerator},
         seed=0, num_threads=1, accuracy_unit="percent", continue_training=True)
     path = args.out / "cells.jsonl"
     done = {json.loads(line)["index"] for line in path.read_text().splitlines()} \
@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--shard", default=None, help="K/N: train every N-th cell from K")
+    parser.add_argument("--accelerator", default="cpu",
+                        help="Lightning accelerator of the runs (gpu on a GPU machine)")
     parser.add_argument("--data", default=str(shared_data_dir() / "cifar10" / "cifar10_jpg.zip"))
     parser.add_argument("--out", type=Path,
                         default=Path("runs/fidelity_correlation_cifar10_subset"))

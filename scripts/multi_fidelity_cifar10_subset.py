@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
+    parser.add_argument("--accelerator", default="cpu",
+                        help="Lightning accelerator of the trials (gpu on a GPU machine)")
     parser.add_argument("--data", default=str(shared_data_dir() / "cifar10" / "cifar10_jpg.zip"))
     parser.add_argument("--out", type=Path, default=Path("runs/multi_fidelity_cifar10_subset"))
     args = parser.parse_args(argv)
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
                 record = run_one(name, seed, args.epochs, args.max_epochs, eta=args.eta,
                                  make_data=make_data, channels=args.channels,
                                  continue_training=args.continue_training,
-                                 min_epochs=args.min_epochs)
+                                 min_epochs=args.min_epochs, accelerator=args.accelerator)
                 record["load_after"] = os.getloadavg()
                 path.write_text(json.dumps(record, indent=1))
                 print(f"{name} seed {seed}: final val {record['final']['val']:.2f} test "
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     out = {"config": config,
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                       "threads": 1, "load_1min_after_each_search": loads},
+                       "threads": 1, "accelerator": args.accelerator, "load_1min_after_each_search": loads},
            "table": table}
     (args.out / "results.json").write_text(json.dumps(out, indent=1))
     n_train = int(args.per_class * 10 * 0.8)

@@ -46,13 +46,15 @@ SAMPLERS = ("random", "hyperband", "bohb")
 
 def run_one(sampler_name: str, seed: int, epochs_budget: int, max_epochs: int, *,
             eta: float = 3, make_data=None, channels: int = 8,
-            continue_training: bool = False, min_epochs: int = 1) -> dict[str, Any]:
+            continue_training: bool = False, min_epochs: int = 1,
+            accelerator: str = "cpu") -> dict[str, Any]:
     """One search; ``make_data()`` gives the data module (default: digits, batch 32, 20%
     validation), ``channels`` the NB201 stem width (one cell per stage);
     ``continue_training``: promotions continue the lower rung's run (the schedule spans
     ``max_epochs`` for every sampler) instead of retraining from scratch. The epoch budget
     counts the epochs each trial really trained (``epochs_trained``); ``min_epochs`` is the
-    multi-fidelity samplers' smallest budget."""
+    multi-fidelity samplers' smallest budget; ``accelerator`` the trials' Lightning
+    accelerator (``"gpu"`` on a GPU machine)."""
     import torch
 
     from lightning_nas.data import DigitsDataModule
@@ -76,7 +78,7 @@ def run_one(sampler_name: str, seed: int, epochs_budget: int, max_epochs: int, *
         epochs=max_epochs,
         weight_optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9,
                                                    weight_decay=3e-4),
-        model={"drop_path_prob": 0.0, "grad_clip": 5.0}, trainer={"accelerator": "cpu"},
+        model={"drop_path_prob": 0.0, "grad_clip": 5.0}, trainer={"accelerator": accelerator},
         seed=0, num_threads=1, accuracy_unit="percent", test=True,
         continue_training=continue_training)
     start = time.perf_counter()
