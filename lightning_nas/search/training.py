@@ -274,7 +274,8 @@ class TrainingEvaluator(Evaluator):
             if self._private_dir is not None:
                 self._private_dir()  # the private folder holds nothing of this search yet
                 self._private_dir = None
-            self.continue_dir = str(Path(run_dir) / "continue")
+            # absolute: Ray workers need not share the driver's working directory
+            self.continue_dir = str(Path(run_dir).absolute() / "continue")
 
     # -- helpers ---------------------------------------------------------------------------
     @property
